@@ -1,0 +1,121 @@
+"""Model families Linea knows: how to recognise a folder and what its defaults are.
+
+A model folder is in diffusers layout. The family comes from `model_index.json`'s pipeline class,
+refined by an optional `linea.json` (the in-house model writes one). Adding a family means adding a
+`Family` here and, if its sampling differs, a sampler in runtime/sampling.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FLOW_SAMPLERS = ("flow-dpm-solver", "flow-euler")
+
+
+@dataclass(frozen=True)
+class Family:
+    key: str
+    label: str
+    pipeline_class: str
+    components: tuple[str, ...]
+    samplers: tuple[str, ...]
+    default_steps: int
+    step_range: tuple[int, int]
+    default_guidance: float
+    uses_cfg: bool
+    complex_human_instruction: bool
+    max_tokens: int = 300
+    controlnet: bool = False
+    knows: str = ""
+
+
+SANA = Family(
+    key="sana",
+    label="SANA",
+    pipeline_class="SanaPipeline",
+    components=("tokenizer", "text_encoder", "transformer", "vae", "scheduler"),
+    samplers=FLOW_SAMPLERS,
+    default_steps=20,
+    step_range=(1, 100),
+    default_guidance=4.5,
+    uses_cfg=True,
+    complex_human_instruction=True,
+)
+
+SANA_SPRINT = Family(
+    key="sana-sprint",
+    label="SANA-Sprint",
+    pipeline_class="SanaSprintPipeline",
+    components=("tokenizer", "text_encoder", "transformer", "vae", "scheduler"),
+    samplers=("scm",),
+    default_steps=2,
+    step_range=(1, 4),
+    default_guidance=4.5,
+    uses_cfg=False,
+    complex_human_instruction=True,
+)
+
+SANA_CONTROLNET = Family(
+    key="sana-controlnet",
+    label="SANA ControlNet",
+    pipeline_class="SanaControlNetPipeline",
+    components=("tokenizer", "text_encoder", "transformer", "vae", "scheduler", "controlnet"),
+    samplers=FLOW_SAMPLERS,
+    default_steps=20,
+    step_range=(1, 100),
+    default_guidance=4.5,
+    uses_cfg=True,
+    complex_human_instruction=True,
+    controlnet=True,
+)
+
+FAMILIES: dict[str, Family] = {f.pipeline_class: f for f in (SANA, SANA_SPRINT, SANA_CONTROLNET)}
+
+
+@dataclass(frozen=True)
+class FolderFacts:
+    """What a model folder says about itself, read without loading any weights."""
+
+    family: Family
+    index: dict[str, Any]
+    overrides: dict[str, Any]
+    transformer_config: dict[str, Any]
+    vae_config: dict[str, Any]
+
+    @property
+    def latent_scale(self) -> int:
+        blocks = self.vae_config.get("encoder_block_out_channels") or [0] * 6
+        return 2 ** (len(blocks) - 1)
+
+    @property
+    def native_size(self) -> int:
+        if "native_size" in self.overrides:
+            return int(self.overrides["native_size"])
+        return int(self.transformer_config.get("sample_size", 32)) * self.latent_scale
+
+    @property
+    def max_side(self) -> int:
+        return int(self.overrides.get("max_side", self.native_size * 2))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} does not hold a JSON object")
+    return data
+
+
+def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
+    """linea.json may rename the family and change its defaults (the in-house model does)."""
+    fields: dict[str, Any] = {}
+    for key in ("default_steps", "default_guidance", "complex_human_instruction", "knows"):
+        if key in overrides:
+            fields[key] = overrides[key]
+    if "family" in overrides:
+        fields["key"] = str(overrides["family"])
+        fields["label"] = str(overrides.get("label", overrides["family"]))
+    return Family(**{**family.__dict__, **fields}) if fields else family

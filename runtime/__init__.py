@@ -1,0 +1,65 @@
+"""Linea's runtime: load a SANA-family model folder and turn requests into images, offline.
+
+The public API is what this module exports; the GUI and the command line use nothing else.
+"""
+
+from runtime.catalog import CatalogProblem, ModelInfo, find_models, identify, resolve_model
+from runtime.device import DeviceInfo, MemoryPlan, detect_device
+from runtime.engine import Engine, GenerationResult
+from runtime.errors import (
+    CancelledError,
+    CorruptWeightsError,
+    LineaError,
+    ModelFolderError,
+    NaNResultError,
+    OutOfMemoryError,
+    OutputPathError,
+    RequestError,
+    UnsafeWeightsError,
+)
+from runtime.events import CancelToken, Event, EventHandler, EventKind
+from runtime.output import next_free_path, numbered_paths, read_request, save_png
+from runtime.request import (
+    ASPECT_PRESETS_1024,
+    GenerationRequest,
+    Sampler,
+    aspect_presets,
+    random_seed,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASPECT_PRESETS_1024",
+    "CancelToken",
+    "CancelledError",
+    "CatalogProblem",
+    "CorruptWeightsError",
+    "DeviceInfo",
+    "Engine",
+    "Event",
+    "EventHandler",
+    "EventKind",
+    "GenerationRequest",
+    "GenerationResult",
+    "LineaError",
+    "MemoryPlan",
+    "ModelFolderError",
+    "ModelInfo",
+    "NaNResultError",
+    "OutOfMemoryError",
+    "OutputPathError",
+    "RequestError",
+    "Sampler",
+    "UnsafeWeightsError",
+    "aspect_presets",
+    "detect_device",
+    "find_models",
+    "identify",
+    "next_free_path",
+    "numbered_paths",
+    "random_seed",
+    "read_request",
+    "resolve_model",
+    "save_png",
+]

@@ -1,0 +1,387 @@
+"""The engine: one loaded model on one device, turning requests into images."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from runtime import loader, request as req
+from runtime.catalog import ModelInfo, identify
+from runtime.device import DeviceInfo, MemoryPlan, choose_plan, detect_device
+from runtime.errors import CancelledError, LineaError, NaNResultError, OutOfMemoryError
+from runtime.events import CancelToken, Event, EventHandler, EventKind, ignore_events
+from runtime.preview import PreviewProjector
+from runtime.prompt_cache import PromptCache, PromptEmbedding, PromptKey
+from runtime.request import GenerationRequest, ResolvedRequest, Sampler
+from runtime.sampling import FlowSettings, flow_sample, scm_sample
+from runtime.text import encode_text, prompt_token_count
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    resolved: ResolvedRequest
+    model: ModelInfo
+    plan: MemoryPlan
+    device: str
+    precision: str
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    latents: torch.Tensor | None = None
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.resolved.seeds
+
+    def record(self, index: int) -> dict[str, Any]:
+        """Everything needed to remake image `index` alone, for its PNG metadata."""
+        from runtime import __version__
+
+        resolved = self.resolved
+        seed = resolved.seeds[index]
+        request = resolved.request.with_changes(
+            prompt=resolved.prompt, seed=seed, count=1, width=resolved.width,
+            height=resolved.height, steps=resolved.steps, sampler=resolved.sampler,
+            guidance_scale=resolved.guidance_scale,
+            complex_human_instruction=resolved.complex_human_instruction,
+            model=self.model.name)
+        return {
+            "format": 1, "version": __version__, "request": request.to_dict(),
+            "prompt": resolved.prompt, "negative_prompt": resolved.request.negative_prompt,
+            "steps": resolved.steps, "sampler": resolved.sampler.value,
+            "sampler_label": resolved.sampler.label, "guidance_scale": resolved.guidance_scale,
+            "seed": seed, "width": resolved.width, "height": resolved.height,
+            "model": self.model.name, "family": self.model.family.key,
+            "precision": self.precision, "plan": self.plan.value, "device": self.device,
+            "seconds": round(self.timings.get("total_s", 0.0) / max(1, len(self.images)), 3),
+        }
+
+
+@dataclass
+class _Components:
+    tokenizer: Any = None
+    text_encoder: Any = None
+    transformer: Any = None
+    vae: Any = None
+    scheduler: Any = None
+
+
+class Engine:
+    """Load once, generate many times. Not thread-safe: use it from one worker at a time."""
+
+    def __init__(self, model: ModelInfo | Path | str, device: str | None = None,
+                 precision: str = "auto", quantize_text_encoder: bool = True,
+                 plan: MemoryPlan | None = None) -> None:
+        self.model = model if isinstance(model, ModelInfo) else identify(model)
+        self.device_info: DeviceInfo = detect_device(device)
+        self.device = self.device_info.torch_device
+        self.precision = loader.choose_precision(self.model, self.device_info, precision,
+                                                 quantize_text_encoder)
+        size = self.model.native_size
+        self.plan = plan or choose_plan(self.device_info, self.model, size, size)
+        self.prompt_cache = PromptCache()
+        self._parts = _Components()
+        self._projector: PreviewProjector | None = None
+        self.loaded = False
+
+    # ----- loading -------------------------------------------------------------------------
+
+    @property
+    def family(self):
+        return self.model.family
+
+    def _home(self) -> torch.device:
+        """Where the denoiser and decoder live between uses under the current plan."""
+        return torch.device("cpu") if self.plan is MemoryPlan.CPU_OFFLOAD else self.device
+
+    def load(self, on_event: EventHandler = ignore_events) -> float:
+        """Load every component the plan keeps resident. Returns seconds spent."""
+        if self.loaded:
+            return 0.0
+        start = time.perf_counter()
+        parts = self._parts
+        on_event(Event(EventKind.LOADING, f"Loading {self.model.name}: tokenizer", 0, 4))
+        parts.tokenizer = loader.load_tokenizer(self.model)
+        parts.scheduler = loader.load_scheduler(self.model)
+        on_event(Event(EventKind.LOADING, "Loading the transformer", 1, 4))
+        parts.transformer = loader.load_diffusers_component(
+            self.model, "transformer", self.precision.transformer, self._home())
+        on_event(Event(EventKind.LOADING, "Loading the image decoder", 2, 4))
+        parts.vae = loader.load_diffusers_component(
+            self.model, "vae", self.precision.vae, self._home())
+        if self.plan.tiles_decode:
+            parts.vae.enable_tiling()
+        if not self.plan.releases_encoder:
+            on_event(Event(EventKind.LOADING, "Loading the text encoder", 3, 4))
+            self._load_text_encoder()
+        self.loaded = True
+        on_event(Event(EventKind.LOADING, "Model ready", 4, 4))
+        return time.perf_counter() - start
+
+    def _load_text_encoder(self) -> None:
+        if self._parts.text_encoder is None:
+            self._parts.text_encoder = loader.load_text_encoder(self.model, self.precision,
+                                                                self.device)
+
+    def _release_text_encoder(self) -> None:
+        if self._parts.text_encoder is not None:
+            self._parts.text_encoder = None
+            self._free_memory()
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def unload(self) -> None:
+        self._parts = _Components()
+        self.prompt_cache.clear()
+        self._projector = None
+        self.loaded = False
+        self._free_memory()
+
+    def switch_plan(self, plan: MemoryPlan) -> None:
+        """Move to another memory plan, keeping the cached prompt embeddings."""
+        self.plan = plan
+        parts = self._parts
+        if plan.releases_encoder:
+            self._release_text_encoder()
+        for name in ("transformer", "vae"):
+            module = getattr(parts, name)
+            if module is not None:
+                setattr(parts, name, module.to(self._home()))
+        if parts.vae is not None and plan.tiles_decode:
+            parts.vae.enable_tiling()
+        self._free_memory()
+
+    # ----- requests ------------------------------------------------------------------------
+
+    def resolve(self, request: GenerationRequest) -> ResolvedRequest:
+        """Fill the model's defaults into a request and check it against the model's limits."""
+        prompt = req.check_common(request)
+        family = self.family
+        sampler = request.sampler or Sampler(family.samplers[0])
+        if sampler.value not in family.samplers:
+            raise req.RequestError(
+                f"The {family.label} model cannot use the {sampler.label} sampler.",
+                f"Use one of: {', '.join(family.samplers)}.")
+        width = request.width or self.model.native_size
+        height = request.height or self.model.native_size
+        req.check_size(width, height, self.model.max_side)
+        steps = request.steps if request.steps is not None else family.default_steps
+        req.check_steps(steps, *family.step_range, sampler)
+        guidance = (request.guidance_scale if request.guidance_scale is not None
+                    else family.default_guidance)
+        chi = (request.complex_human_instruction if request.complex_human_instruction is not None
+               else family.complex_human_instruction)
+        return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
+                               bool(chi), req.image_seeds(request.seed, request.count))
+
+    def prompt_warnings(self, resolved: ResolvedRequest) -> list[str]:
+        if self._parts.tokenizer is None:
+            self._parts.tokenizer = loader.load_tokenizer(self.model)
+        limit = self.family.max_tokens - 2
+        found = []
+        for label, text in (("prompt", resolved.prompt),
+                            ("negative prompt", resolved.request.negative_prompt)):
+            count = prompt_token_count(self._parts.tokenizer, text) - 2
+            if count > limit:
+                found.append(f"The {label} is {count} tokens long; the model reads only the "
+                             f"first {limit}, so the rest was left out.")
+        return found
+
+    def encode(self, text: str, use_instruction: bool, select: bool,
+               on_event: EventHandler = ignore_events) -> PromptEmbedding:
+        key = PromptKey(text.lower().strip(), use_instruction, self.family.max_tokens)
+        cached = self.prompt_cache.get(key)
+        if cached is not None:
+            return cached
+        if self._parts.text_encoder is None:
+            on_event(Event(EventKind.LOADING, "Loading the text encoder"))
+            self._load_text_encoder()
+        on_event(Event(EventKind.ENCODING, "Encoding the prompt"))
+        embedding = encode_text(self._parts.tokenizer, self._parts.text_encoder, text,
+                                use_instruction=use_instruction,
+                                max_tokens=self.family.max_tokens, device=self.device,
+                                select=select)
+        self.prompt_cache.put(key, embedding)
+        return embedding
+
+    # ----- generation ----------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest, on_event: EventHandler = ignore_events,
+                 cancel: CancelToken | None = None, previews: bool = True) -> GenerationResult:
+        """Make the images a request asks for. Emits DONE, ERROR or CANCELLED at the end."""
+        cancel = cancel or CancelToken()
+        try:
+            resolved = self.resolve(request)
+            load_s = self.load(on_event)
+            warnings = self.prompt_warnings(resolved)
+            while True:
+                try:
+                    result = self._generate_once(resolved, on_event, cancel, previews)
+                    break
+                except torch.OutOfMemoryError as exc:
+                    following = self.plan.next()
+                    if following is None or self.device.type != "cuda":
+                        raise OutOfMemoryError(
+                            f"The model does not fit in this device's memory ({exc}).",
+                            "Make a smaller image, close other GPU programs, or pick a smaller "
+                            "model.") from exc
+                    log.warning("Out of memory under plan %s; trying %s", self.plan, following)
+                    self.switch_plan(following)
+                    on_event(Event(EventKind.PLAN, f"Out of memory: retrying with "
+                                                   f"{following.description}"))
+            result.timings["load_s"] = load_s
+            result.warnings = warnings + result.warnings
+        except CancelledError as exc:
+            on_event(Event(EventKind.CANCELLED, "Cancelled", error=exc))
+            raise
+        except LineaError as exc:
+            on_event(Event(EventKind.ERROR, str(exc), error=exc))
+            raise
+        on_event(Event(EventKind.DONE, "Done", result=result))
+        return result
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _generate_once(self, resolved: ResolvedRequest, on_event: EventHandler,
+                       cancel: CancelToken, previews: bool) -> GenerationResult:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        if cancel.cancelled:
+            raise CancelledError("Cancelled before the start.")
+        family = self.family
+        uses_cfg = family.uses_cfg and resolved.guidance_scale > 1.0
+        positive = self.encode(resolved.prompt, resolved.complex_human_instruction, True, on_event)
+        negative = (self.encode(resolved.request.negative_prompt, False, False, on_event)
+                    if uses_cfg else None)
+        if self.plan.releases_encoder:
+            self._release_text_encoder()
+        self._sync()
+        timings["encode_s"] = time.perf_counter() - start
+
+        mark = time.perf_counter()
+        latents = self._denoise(resolved, positive, negative, on_event, cancel, previews)
+        self._sync()
+        timings["denoise_s"] = time.perf_counter() - mark
+        if not torch.isfinite(latents).all():
+            raise self._nan_error("denoising")
+
+        mark = time.perf_counter()
+        on_event(Event(EventKind.DECODING, "Decoding the image"))
+        images = self._decode(latents, cancel)
+        self._sync()
+        timings["decode_s"] = time.perf_counter() - mark
+        timings["total_s"] = time.perf_counter() - start
+        return GenerationResult(images, resolved, self.model, self.plan,
+                                self.device_info.summary(), self.precision.describe(), timings,
+                                latents=latents.cpu())
+
+    def _nan_error(self, phase: str) -> NaNResultError:
+        return NaNResultError(
+            f"The model produced invalid values (NaN) during {phase} "
+            f"({self.precision.describe()}).",
+            "This usually means a component ran in float16 where it needs bfloat16 or float32: "
+            "set precision to bf16 or fp32 in settings (or --precision fp32).")
+
+    def _denoise(self, resolved: ResolvedRequest, positive: PromptEmbedding,
+                 negative: PromptEmbedding | None, on_event: EventHandler, cancel: CancelToken,
+                 previews: bool) -> torch.Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        parts = self._parts
+        transformer = parts.transformer.to(self.device)
+        count = len(resolved.seeds)
+        dtype = transformer.dtype
+        embeds = positive.embeds.expand(count, -1, -1)
+        mask = positive.mask.expand(count, -1)
+        if negative is not None:
+            embeds = torch.cat([negative.embeds.expand(count, -1, -1), embeds])
+            mask = torch.cat([negative.mask.expand(count, -1), mask])
+        embeds = embeds.to(device=self.device, dtype=dtype)
+        mask = mask.to(self.device)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in resolved.seeds]
+        scale = self._latent_scale()
+        shape = (count, transformer.config.in_channels,
+                 resolved.height // scale, resolved.width // scale)
+        latents = randn_tensor(shape, generator=generators, device=self.device,
+                               dtype=torch.float32)
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+            kwargs = {"guidance": g} if g is not None else {}
+            with torch.inference_mode():
+                return transformer(x.to(dtype), encoder_hidden_states=embeds,
+                                   encoder_attention_mask=mask, timestep=t, return_dict=False,
+                                   **kwargs)[0]
+
+        def on_step(step: int, total: int, estimate) -> None:
+            preview = None
+            if previews:
+                preview = self._preview(estimate()[0])
+            on_event(Event(EventKind.STEP, f"Step {step} of {total}", step, total,
+                           preview=preview))
+            if cancel.cancelled and step < total:
+                raise CancelledError(f"Cancelled after step {step} of {total}.")
+
+        if cancel.cancelled:
+            raise CancelledError("Cancelled before denoising.")
+        scheduler = parts.scheduler.__class__.from_config(parts.scheduler.config)
+        if resolved.sampler is Sampler.SCM:
+            guidance = torch.full([count], resolved.guidance_scale, device=self.device)
+            guidance = guidance.to(dtype) * transformer.config.guidance_embeds_scale
+            result = scm_sample(denoiser, scheduler, latents, resolved.steps, guidance,
+                                generators, on_step)
+        else:
+            if resolved.sampler is Sampler.FLOW_EULER:
+                from diffusers import FlowMatchEulerDiscreteScheduler
+
+                shift = float(scheduler.config.get("flow_shift", 3.0) or 3.0)
+                scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+            settings = FlowSettings(resolved.steps, resolved.guidance_scale
+                                    if self.family.uses_cfg else 1.0,
+                                    float(transformer.config.get("timestep_scale", 1.0)))
+            result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step)
+        if self.plan is MemoryPlan.CPU_OFFLOAD:
+            parts.transformer = transformer.to("cpu")
+            self._free_memory()
+        return result
+
+    def _latent_scale(self) -> int:
+        return 2 ** (len(self._parts.vae.config.encoder_block_out_channels) - 1)
+
+    def _preview(self, latent: torch.Tensor) -> Image.Image:
+        if self._projector is None:
+            vae = self._parts.vae.to(self.device)
+            self._projector = PreviewProjector.fit(vae, latent.shape[0], self._latent_scale())
+        return self._projector.project(latent)
+
+    def _decode(self, latents: torch.Tensor, cancel: CancelToken) -> list[Image.Image]:
+        vae = self._parts.vae.to(self.device)
+        images = []
+        for index in range(latents.shape[0]):
+            if cancel.cancelled:
+                raise CancelledError("Cancelled before decoding.")
+            with torch.inference_mode():
+                scaled = latents[index : index + 1].to(vae.dtype) / vae.config.scaling_factor
+                pixels = vae.decode(scaled, return_dict=False)[0]
+            if not torch.isfinite(pixels).all():
+                raise self._nan_error("decoding")
+            array = (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            images.append(Image.fromarray((array * 255).round().astype(np.uint8), "RGB"))
+        if self.plan is MemoryPlan.CPU_OFFLOAD:
+            self._parts.vae = vae.to("cpu")
+            self._free_memory()
+        return images
