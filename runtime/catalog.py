@@ -43,7 +43,9 @@ class ModelInfo:
         billions = self.transformer_params / 1e9
         if billions >= 0.1:
             return f"{billions:.1f}B"
-        return f"{self.transformer_params / 1e6:.0f}M"
+        if self.transformer_params >= 1e6:
+            return f"{self.transformer_params / 1e6:.0f}M"
+        return f"{self.transformer_params / 1e3:.0f}K"
 
     @property
     def description(self) -> str:

@@ -21,6 +21,27 @@ from runtime.weights import check_shapes, dominant_dtype, read_component_tensors
 
 log = logging.getLogger(__name__)
 
+
+
+class _QuietInt8Cast(logging.Filter):
+    """LLM.int8 always quantises activations through fp16 and logs it on every call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "inputs will be cast" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(_QuietInt8Cast())
+
+
+def _quiet_hub_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+
 ALLOWED_CLASSES = {
     "SanaTransformer2DModel", "AutoencoderDC", "SanaControlNetModel",
     "DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler", "SCMScheduler",
@@ -128,6 +149,7 @@ def _wrap_load_error(component: str, folder: Path, exc: Exception) -> CorruptWei
 def load_tokenizer(model: ModelInfo) -> Any:
     from transformers import AutoTokenizer
 
+    _quiet_hub_libraries()
     folder = model.path / "tokenizer"
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True)
