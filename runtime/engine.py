@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime import loader, request as req
+from runtime import loader
+from runtime import request as req
 from runtime.catalog import ModelInfo, identify
 from runtime.device import DeviceInfo, MemoryPlan, choose_plan, detect_device
 from runtime.errors import CancelledError, LineaError, NaNResultError, OutOfMemoryError
@@ -92,6 +93,7 @@ class Engine:
         self.prompt_cache = PromptCache()
         self._parts = _Components()
         self._projector: PreviewProjector | None = None
+        self._projector_fitted = False
         self.loaded = False
 
     # ----- loading -------------------------------------------------------------------------
@@ -147,6 +149,7 @@ class Engine:
         self._parts = _Components()
         self.prompt_cache.clear()
         self._projector = None
+        self._projector_fitted = False
         self.loaded = False
         self._free_memory()
 
@@ -175,8 +178,8 @@ class Engine:
             raise req.RequestError(
                 f"The {family.label} model cannot use the {sampler.label} sampler.",
                 f"Use one of: {', '.join(family.samplers)}.")
-        width = request.width or self.model.native_size
-        height = request.height or self.model.native_size
+        width = self.model.native_size if request.width is None else request.width
+        height = self.model.native_size if request.height is None else request.height
         req.check_size(width, height, self.model.max_side)
         steps = request.steps if request.steps is not None else family.default_steps
         req.check_steps(steps, *family.step_range, sampler)
@@ -233,7 +236,7 @@ class Engine:
                     break
                 except torch.OutOfMemoryError as exc:
                     following = self.plan.next()
-                    if following is None or self.device.type != "cuda":
+                    if following is None:
                         raise OutOfMemoryError(
                             f"The model does not fit in this device's memory ({exc}).",
                             "Make a smaller image, close other GPU programs, or pick a smaller "
@@ -362,11 +365,12 @@ class Engine:
     def _latent_scale(self) -> int:
         return 2 ** (len(self._parts.vae.config.encoder_block_out_channels) - 1)
 
-    def _preview(self, latent: torch.Tensor) -> Image.Image:
-        if self._projector is None:
+    def _preview(self, latent: torch.Tensor) -> Image.Image | None:
+        if not self._projector_fitted:
             vae = self._parts.vae.to(self.device)
             self._projector = PreviewProjector.fit(vae, latent.shape[0], self._latent_scale())
-        return self._projector.project(latent)
+            self._projector_fitted = True
+        return self._projector.project(latent) if self._projector else None
 
     def _decode(self, latents: torch.Tensor, cancel: CancelToken) -> list[Image.Image]:
         vae = self._parts.vae.to(self.device)

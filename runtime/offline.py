@@ -1,7 +1,7 @@
 """The offline promise: switch every Hugging Face library to local-only before it is imported.
 
 huggingface_hub reads these variables once, at import, so this must run before anything imports
-diffusers, transformers or huggingface_hub (main.py, the PyInstaller runtime hook, tests/conftest.py).
+diffusers, transformers or huggingface_hub (main.py, the PyInstaller runtime hook, the tests).
 """
 
 import os

@@ -21,13 +21,16 @@ class PreviewProjector:
         self.bias = bias
 
     @classmethod
-    def fit(cls, vae: torch.nn.Module, latent_channels: int, scale: int) -> PreviewProjector:
+    def fit(cls, vae: torch.nn.Module, latent_channels: int, scale: int) -> PreviewProjector | None:
+        """None when the decoder gives no usable colours (previews are then left out)."""
         device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
         generator = torch.Generator("cpu").manual_seed(0)
         probe = torch.randn(2, latent_channels, PROBE_TOKENS, PROBE_TOKENS, generator=generator)
         with torch.inference_mode():
             scaled = probe.to(device, dtype) / vae.config.scaling_factor
             pixels = vae.decode(scaled, return_dict=False)[0].float().cpu()
+        if not torch.isfinite(pixels).all():
+            return None
         colours = torch.nn.functional.avg_pool2d((pixels / 2 + 0.5).clamp(0, 1), scale)
         x = probe.permute(0, 2, 3, 1).reshape(-1, latent_channels)
         x = torch.cat([x, torch.ones(len(x), 1)], dim=1)
