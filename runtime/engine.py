@@ -19,6 +19,7 @@ from runtime.catalog import ModelInfo, identify
 from runtime.device import DeviceInfo, MemoryPlan, choose_plan, detect_device
 from runtime.errors import CancelledError, LineaError, NaNResultError, OutOfMemoryError
 from runtime.events import CancelToken, Event, EventHandler, EventKind, ignore_events
+from runtime.graphs import GraphedForward
 from runtime.preview import PreviewProjector
 from runtime.prompt_cache import PromptCache, PromptEmbedding, PromptKey
 from runtime.request import GenerationRequest, ResolvedRequest, Sampler
@@ -82,7 +83,7 @@ class Engine:
 
     def __init__(self, model: ModelInfo | Path | str, device: str | None = None,
                  precision: str = "auto", quantize_text_encoder: bool = True,
-                 plan: MemoryPlan | None = None) -> None:
+                 plan: MemoryPlan | None = None, cuda_graphs: bool | None = None) -> None:
         self.model = model if isinstance(model, ModelInfo) else identify(model)
         self.device_info: DeviceInfo = detect_device(device)
         self.device = self.device_info.torch_device
@@ -91,6 +92,8 @@ class Engine:
         size = self.model.native_size
         self.plan = plan or choose_plan(self.device_info, self.model, size, size)
         self.prompt_cache = PromptCache()
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._graphed: GraphedForward | None = None
         self._parts = _Components()
         self._projector: PreviewProjector | None = None
         self._projector_fitted = False
@@ -147,6 +150,7 @@ class Engine:
 
     def unload(self) -> None:
         self._parts = _Components()
+        self._graphed = None
         self.prompt_cache.clear()
         self._projector = None
         self._projector_fitted = False
@@ -156,6 +160,7 @@ class Engine:
     def switch_plan(self, plan: MemoryPlan) -> None:
         """Move to another memory plan, keeping the cached prompt embeddings."""
         self.plan = plan
+        self._graphed = None
         parts = self._parts
         if plan.releases_encoder:
             self._release_text_encoder()
@@ -323,12 +328,15 @@ class Engine:
         latents = randn_tensor(shape, generator=generators, device=self.device,
                                dtype=torch.float32)
 
+        forward = self._denoiser_forward(transformer)
+
         def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-            kwargs = {"guidance": g} if g is not None else {}
+            tensors = {"hidden_states": x.to(dtype), "timestep": t,
+                       "encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+            if g is not None:
+                tensors["guidance"] = g
             with torch.inference_mode():
-                return transformer(x.to(dtype), encoder_hidden_states=embeds,
-                                   encoder_attention_mask=mask, timestep=t, return_dict=False,
-                                   **kwargs)[0]
+                return forward(**tensors)
 
         def on_step(step: int, total: int, estimate) -> None:
             preview = None
@@ -361,6 +369,16 @@ class Engine:
             parts.transformer = transformer.to("cpu")
             self._free_memory()
         return result
+
+    def _denoiser_forward(self, transformer: torch.nn.Module):
+        def plain(**tensors: torch.Tensor) -> torch.Tensor:
+            return transformer(**tensors, return_dict=False)[0]
+
+        if not self.cuda_graphs or self.plan is MemoryPlan.CPU_OFFLOAD:
+            return plain
+        if self._graphed is None:
+            self._graphed = GraphedForward(plain)
+        return self._graphed
 
     def _latent_scale(self) -> int:
         return 2 ** (len(self._parts.vae.config.encoder_block_out_channels) - 1)
