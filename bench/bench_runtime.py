@@ -92,9 +92,11 @@ def bench_ours(folder: Path, args) -> dict:
         _sync(args.device)
         cached.append({"total_s": time.perf_counter() - begin,
                        **{k: result.timings[k] for k in ("encode_s", "denoise_s", "decode_s")}})
+    graphs = engine.cuda_graphs and not (engine._graphed and engine._graphed.failed)
     report = {"load_s": round(load_s, 2), "fresh": _median(fresh), "cached": _median(cached),
               "peak_gib": _peak_gib(args.device), "plan": engine.plan.value,
-              "precision": engine.precision.describe(), "cuda_graphs": engine.cuda_graphs}
+              "precision": engine.precision.describe(),
+              "cuda_graphs": graphs}
     engine.unload()
     return report
 

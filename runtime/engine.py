@@ -16,6 +16,7 @@ from PIL import Image
 from runtime import loader
 from runtime import request as req
 from runtime.catalog import ModelInfo, identify
+from runtime.control import controlled_forward, encode_control, read_control_image
 from runtime.device import DeviceInfo, MemoryPlan, choose_plan, detect_device
 from runtime.errors import CancelledError, LineaError, NaNResultError, OutOfMemoryError
 from runtime.events import CancelToken, Event, EventHandler, EventKind, ignore_events
@@ -76,6 +77,7 @@ class _Components:
     transformer: Any = None
     vae: Any = None
     scheduler: Any = None
+    controlnet: Any = None
 
 
 class Engine:
@@ -83,8 +85,10 @@ class Engine:
 
     def __init__(self, model: ModelInfo | Path | str, device: str | None = None,
                  precision: str = "auto", quantize_text_encoder: bool = True,
-                 plan: MemoryPlan | None = None, cuda_graphs: bool | None = None) -> None:
+                 plan: MemoryPlan | None = None, cuda_graphs: bool | None = None,
+                 controlnet: Path | str | None = None) -> None:
         self.model = model if isinstance(model, ModelInfo) else identify(model)
+        self.controlnet_path = self._controlnet_folder(controlnet)
         self.device_info: DeviceInfo = detect_device(device)
         self.device = self.device_info.torch_device
         self.precision = loader.choose_precision(self.model, self.device_info, precision,
@@ -104,6 +108,17 @@ class Engine:
     @property
     def family(self):
         return self.model.family
+
+    def _controlnet_folder(self, controlnet: Path | str | None) -> Path | None:
+        if controlnet is not None:
+            folder = Path(controlnet).expanduser().resolve()
+            loader.check_controlnet_folder(folder)
+            return folder
+        return self.model.path / "controlnet" if self.family.controlnet else None
+
+    @property
+    def has_controlnet(self) -> bool:
+        return self.controlnet_path is not None
 
     def _home(self) -> torch.device:
         """Where the denoiser and decoder live between uses under the current plan."""
@@ -126,6 +141,10 @@ class Engine:
             self.model, "vae", self.precision.vae, self._home())
         if self.plan.tiles_decode:
             parts.vae.enable_tiling()
+        if self.controlnet_path is not None:
+            on_event(Event(EventKind.LOADING, "Loading the ControlNet", 2, 4))
+            parts.controlnet = loader.load_controlnet(self.controlnet_path,
+                                                      self.precision.transformer, self._home())
         if not self.plan.releases_encoder:
             on_event(Event(EventKind.LOADING, "Loading the text encoder", 3, 4))
             self._load_text_encoder()
@@ -164,7 +183,7 @@ class Engine:
         parts = self._parts
         if plan.releases_encoder:
             self._release_text_encoder()
-        for name in ("transformer", "vae"):
+        for name in ("transformer", "vae", "controlnet"):
             module = getattr(parts, name)
             if module is not None:
                 setattr(parts, name, module.to(self._home()))
@@ -190,6 +209,10 @@ class Engine:
         req.check_steps(steps, *family.step_range, sampler)
         guidance = (request.guidance_scale if request.guidance_scale is not None
                     else family.default_guidance)
+        if request.control_image and not self.has_controlnet:
+            raise req.RequestError(
+                f"The model {self.model.name} has no ControlNet, so it cannot follow a sketch.",
+                "Pick a model with a ControlNet, or add one with --controlnet.")
         chi = (request.complex_human_instruction if request.complex_human_instruction is not None
                else family.complex_human_instruction)
         return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
@@ -329,10 +352,11 @@ class Engine:
                                dtype=torch.float32)
 
         forward = self._denoiser_forward(transformer)
+        extra = self._control_inputs(resolved, count * (2 if negative is not None else 1))
 
         def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
             tensors = {"hidden_states": x.to(dtype), "timestep": t,
-                       "encoder_hidden_states": embeds, "encoder_attention_mask": mask}
+                       "encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
             if g is not None:
                 tensors["guidance"] = g
             with torch.inference_mode():
@@ -367,13 +391,25 @@ class Engine:
             result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step)
         if self.plan is MemoryPlan.CPU_OFFLOAD:
             parts.transformer = transformer.to("cpu")
+            if parts.controlnet is not None:
+                parts.controlnet = parts.controlnet.to("cpu")
             self._free_memory()
         return result
 
-    def _denoiser_forward(self, transformer: torch.nn.Module):
-        def plain(**tensors: torch.Tensor) -> torch.Tensor:
-            return transformer(**tensors, return_dict=False)[0]
+    def _control_inputs(self, resolved: ResolvedRequest, batch: int) -> dict[str, torch.Tensor]:
+        request = resolved.request
+        if not request.control_image:
+            return {}
+        image = read_control_image(request.control_image)
+        vae = self._parts.vae.to(self.device)
+        latent = encode_control(vae, image, resolved.width, resolved.height,
+                                self._latent_scale())
+        controlnet = self._parts.controlnet.to(self.device)
+        return {"controlnet_cond": latent.expand(batch, -1, -1, -1).to(controlnet.dtype),
+                "conditioning_scale": torch.tensor(request.control_scale, device=self.device)}
 
+    def _denoiser_forward(self, transformer: torch.nn.Module):
+        plain = controlled_forward(transformer, self._parts.controlnet)
         if not self.cuda_graphs or self.plan is MemoryPlan.CPU_OFFLOAD:
             return plain
         if self._graphed is None:

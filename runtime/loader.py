@@ -192,6 +192,41 @@ def load_diffusers_component(model: ModelInfo, component: str, dtype: torch.dtyp
     return module.to(device).eval().requires_grad_(False)
 
 
+def check_controlnet_folder(folder: Path) -> None:
+    """A standalone ControlNet: config.json naming SanaControlNetModel, safetensors weights."""
+    from runtime.weights import component_weight_files
+
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelFolderError(f"'{folder}' is not a ControlNet folder: it has no config.json.",
+                               "Pass the folder holding the ControlNet's config.json.")
+    try:
+        name = read_json(config_path).get("_class_name")
+    except (ValueError, OSError) as exc:
+        raise ModelFolderError(f"'{config_path}' is not valid JSON: {exc}.",
+                               "Copy the ControlNet folder again.") from exc
+    if name != "SanaControlNetModel":
+        raise ModelFolderError(f"'{folder}' holds a {name}, not a SANA ControlNet.",
+                               "Use a SanaControlNetModel folder.")
+    if not component_weight_files(folder):
+        raise ModelFolderError(f"'{folder}' has no .safetensors weights.",
+                               "Copy the ControlNet folder again.")
+
+
+def load_controlnet(folder: Path, dtype: torch.dtype, device: torch.device) -> Any:
+    from diffusers import SanaControlNetModel
+
+    check_controlnet_folder(folder)
+    check_shapes("controlnet", folder, _expected_shapes(SanaControlNetModel, folder),
+                 read_component_tensors(folder))
+    try:
+        module = SanaControlNetModel.from_pretrained(folder, torch_dtype=dtype,
+                                                     use_safetensors=True, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _wrap_load_error("ControlNet", folder, exc) from exc
+    return module.to(device).eval().requires_grad_(False)
+
+
 def load_scheduler(model: ModelInfo) -> Any:
     folder = model.path / "scheduler"
     library, name = _class_for(read_json(model.path / "model_index.json"), "scheduler")

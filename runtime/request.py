@@ -77,6 +77,8 @@ class GenerationRequest:
     sampler: Sampler | None = None
     complex_human_instruction: bool | None = None
     model: str = ""
+    control_image: str | None = None
+    control_scale: float = 1.0
     extras: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
@@ -160,6 +162,9 @@ def check_common(request: GenerationRequest) -> str:
     if not isinstance(request.count, int) or not 1 <= request.count <= MAX_COUNT:
         raise RequestError(f"The image count {request.count!r} is out of range.",
                            f"Ask for 1 to {MAX_COUNT} images.")
+    if not 0.0 <= request.control_scale <= 2.0:
+        raise RequestError(f"The control scale {request.control_scale} is out of range.",
+                           "Use a value between 0 and 2; 1.0 follows the sketch closely.")
     if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= 30.0:
         raise RequestError(f"The guidance scale {request.guidance_scale} is out of range.",
                            "Use a value between 0 and 30; 4.5 is typical.")

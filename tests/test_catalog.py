@@ -1,0 +1,75 @@
+"""Finding models: user folder, added folders, offline Hugging Face cache snapshots, families."""
+
+import dataclasses
+import json
+import shutil
+
+from runtime import find_models, identify, resolve_model
+from runtime.device import (
+    GIB,
+    DeviceInfo,
+    MemoryPlan,
+    choose_plan,
+    detect_device,
+    estimate_bytes,
+)
+
+
+def test_family_size_and_native_resolution_are_read_from_the_folder(sana_tiny, sprint_tiny):
+    sana, sprint = identify(sana_tiny), identify(sprint_tiny)
+    assert (sana.family.key, sprint.family.key) == ("sana", "sana-sprint")
+    assert sana.family.default_steps == 20 and sprint.family.step_range == (1, 4)
+    assert sana.native_size == sprint.native_size > 0
+    assert sana.transformer_params > 0 and sana.component_params["text_encoder"] > 0
+
+
+def test_linea_json_overrides_the_family_defaults(sana_tiny, tmp_path):
+    folder = tmp_path / "house"
+    shutil.copytree(sana_tiny, folder)
+    (folder / "linea.json").write_text(json.dumps({
+        "family": "linea-tiny", "complex_human_instruction": False, "default_steps": 12,
+        "native_size": 256, "knows": "shapes"}))
+    model = identify(folder)
+    assert model.family.key == "linea-tiny"
+    assert model.family.complex_human_instruction is False
+    assert model.family.default_steps == 12 and model.native_size == 256
+
+
+def test_models_are_found_in_user_added_and_hf_cache_folders(sana_tiny, sprint_tiny, tmp_path,
+                                                             data_dir, monkeypatch):
+    shutil.copytree(sana_tiny, data_dir / "models" / "mine")
+    added = tmp_path / "added"
+    shutil.copytree(sprint_tiny, added / "fast")
+    (added / "broken").mkdir()
+    (added / "broken" / "model_index.json").write_text("{not json")
+    snapshot = tmp_path / "hub" / "models--org--sana" / "snapshots" / "abc123"
+    shutil.copytree(sana_tiny, snapshot)
+    (tmp_path / "hub" / "models--org--sana" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--sana" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    models, problems = find_models([added])
+    by_source = {m.source: m for m in models if m.source != "bundled"}
+    assert by_source["user"].name == "mine"
+    assert by_source["added"].name == "fast"
+    assert by_source["hf-cache"].path == snapshot.resolve()
+    assert [p.path.name for p in problems] == ["broken"]
+    assert resolve_model("fast", (added,)).family.key == "sana-sprint"
+
+
+def test_memory_plans_get_leaner_and_smaller_gpus_get_leaner_plans(sana_tiny):
+    # The tiny replica's folder with SANA-0.6B's real parameter counts (DESIGN.md).
+    model = dataclasses.replace(
+        identify(sana_tiny), embedding_params=590_000_000,
+        component_params={"text_encoder": 2_614_000_000, "transformer": 591_700_000,
+                          "vae": 312_000_000})
+    estimates = [estimate_bytes(model, plan, 1024, 1024) for plan in MemoryPlan]
+    assert estimates == sorted(estimates, reverse=True)
+    assert 5 * GIB < estimates[0] < 6 * GIB  # 8-bit Gemma ~3 GiB + fp16 DiT + bf16 DC-AE
+
+    def gpu(free_gib: float) -> DeviceInfo:
+        return DeviceInfo("cuda", "GPU", 16 * GIB, int(free_gib * GIB), True, 2)
+
+    assert choose_plan(gpu(15), model, 1024, 1024) is MemoryPlan.RESIDENT
+    assert choose_plan(gpu(4.5), model, 1024, 1024) is MemoryPlan.RELEASE_ENCODER
+    assert choose_plan(gpu(2), model, 1024, 1024) is MemoryPlan.CPU_OFFLOAD
+    assert choose_plan(detect_device("cpu"), model, 1024, 1024) is MemoryPlan.RESIDENT
