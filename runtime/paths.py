@@ -6,8 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
-
 APP_NAME = "Linea"
 
 
@@ -30,6 +28,8 @@ def user_data_dir() -> Path:
     override = os.environ.get("LINEA_DATA_DIR")
     if override:
         return Path(override)
+    import platformdirs
+
     return platformdirs.user_data_path(APP_NAME, appauthor=False)
 
 
@@ -41,6 +41,8 @@ def user_log_dir() -> Path:
     override = os.environ.get("LINEA_DATA_DIR")
     if override:
         return Path(override) / "logs"
+    import platformdirs
+
     return platformdirs.user_log_path(APP_NAME, appauthor=False)
 
 
@@ -48,4 +50,6 @@ def default_output_dir() -> Path:
     override = os.environ.get("LINEA_DATA_DIR")
     if override:
         return Path(override) / "images"
+    import platformdirs
+
     return platformdirs.user_pictures_path() / APP_NAME
