@@ -97,6 +97,11 @@ class Engine:
         self.plan = plan or choose_plan(self.device_info, self.model, size, size)
         self.prompt_cache = PromptCache()
         self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.device.type == "cuda":
+            # SANA's linear attention runs its matmuls in fp32 for range; TF32 keeps that range.
+            # The decoder's convolutions have fixed shapes per image size, so autotuning pays.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         self._graphed: GraphedForward | None = None
         self._parts = _Components()
         self._projector: PreviewProjector | None = None
