@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", choices=[s.value for s in Sampler])
     gen.add_argument("--no-instruction", action="store_true",
                      help="turn off the complex-human-instruction prompt prefix")
+    gen.add_argument("--control", type=Path, help="sketch, photo or line map to follow")
+    gen.add_argument("--control-scale", type=float, default=1.0)
+    gen.add_argument("--controlnet", type=Path, help="a SANA ControlNet folder for --model")
     gen.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     gen.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     gen.add_argument("--no-8bit", action="store_true", help="run the text encoder unquantised")
@@ -88,13 +91,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         steps=args.steps, guidance_scale=args.guidance,
         seed=random_seed() if args.seed is None else args.seed, count=args.count,
         sampler=Sampler(args.sampler) if args.sampler else None,
-        complex_human_instruction=False if args.no_instruction else None, model=model.name)
+        complex_human_instruction=False if args.no_instruction else None, model=model.name,
+        control_image=str(args.control.resolve()) if args.control else None,
+        control_scale=args.control_scale)
     outputs = numbered_paths(args.out, max(1, args.count))
     for path in outputs:
         check_writable(path)
     engine = Engine(model, device=args.device, precision=args.precision,
                     quantize_text_encoder=not args.no_8bit,
-                    plan=MemoryPlan(args.plan) if args.plan else None)
+                    plan=MemoryPlan(args.plan) if args.plan else None, controlnet=args.controlnet)
     engine.resolve(request)
     print(f"Model: {model.name} ({model.description}) on {engine.device_info.summary()}",
           file=sys.stderr)

@@ -176,7 +176,26 @@ def load_text_encoder(model: ModelInfo, precision: Precision, device: torch.devi
         raise _wrap_load_error("text encoder", folder, exc) from exc
     if not precision.quantize_text_encoder:
         encoder = encoder.to(device)
+    if device.type == "cuda":
+        embedding = encoder.get_input_embeddings()
+        encoder.set_input_embeddings(HostEmbedding(embedding.weight.detach().to("cpu")))
     return encoder.eval().requires_grad_(False)
+
+
+class HostEmbedding(torch.nn.Module):
+    """Gemma's 256k-token embedding table (1.1 GiB in bf16) kept in system memory.
+
+    A prompt looks up ~550 rows once, so the table never needs to be on the GPU; only the rows
+    used are copied over.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = torch.nn.functional.embedding(input_ids.to(self.weight.device), self.weight)
+        return rows.to(input_ids.device, non_blocking=True)
 
 
 def load_diffusers_component(model: ModelInfo, component: str, dtype: torch.dtype,
