@@ -153,12 +153,17 @@ def bench_reference(folder: Path, args) -> dict:
         _sync(args.device)
         total = time.perf_counter() - begin
         # the parts, measured separately with the same calls the pipeline makes
+        from runtime.text import complex_human_instruction
+
+        instruction = complex_human_instruction().split("\n")  # __call__'s default
         begin = time.perf_counter()
         if sprint:
-            embeds, mask = pipe.encode_prompt(prompt, device=args.device)
+            embeds, mask = pipe.encode_prompt(prompt, device=args.device,
+                                              complex_human_instruction=instruction)
             extra = {"prompt_embeds": embeds, "prompt_attention_mask": mask}
         else:
-            embeds, mask, neg, neg_mask = pipe.encode_prompt(prompt, True, device=args.device)
+            embeds, mask, neg, neg_mask = pipe.encode_prompt(
+                prompt, True, device=args.device, complex_human_instruction=instruction)
             extra = {"prompt_embeds": embeds, "prompt_attention_mask": mask,
                      "negative_prompt": None, "negative_prompt_embeds": neg,
                      "negative_prompt_attention_mask": neg_mask}

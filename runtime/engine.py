@@ -25,7 +25,7 @@ from runtime.preview import PreviewProjector
 from runtime.prompt_cache import PromptCache, PromptEmbedding, PromptKey
 from runtime.request import GenerationRequest, ResolvedRequest, Sampler
 from runtime.sampling import FlowSettings, flow_sample, scm_sample
-from runtime.text import encode_text, prompt_token_count
+from runtime.text import encode_text
 
 log = logging.getLogger(__name__)
 
@@ -223,19 +223,6 @@ class Engine:
         return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
                                bool(chi), req.image_seeds(request.seed, request.count))
 
-    def prompt_warnings(self, resolved: ResolvedRequest) -> list[str]:
-        if self._parts.tokenizer is None:
-            self._parts.tokenizer = loader.load_tokenizer(self.model)
-        limit = self.family.max_tokens - 2
-        found = []
-        for label, text in (("prompt", resolved.prompt),
-                            ("negative prompt", resolved.request.negative_prompt)):
-            count = prompt_token_count(self._parts.tokenizer, text) - 2
-            if count > limit:
-                found.append(f"The {label} is {count} tokens long; the model reads only the "
-                             f"first {limit}, so the rest was left out.")
-        return found
-
     def encode(self, text: str, use_instruction: bool, select: bool,
                on_event: EventHandler = ignore_events) -> PromptEmbedding:
         key = PromptKey(text.lower().strip(), use_instruction, self.family.max_tokens)
@@ -262,7 +249,6 @@ class Engine:
         try:
             resolved = self.resolve(request)
             load_s = self.load(on_event)
-            warnings = self.prompt_warnings(resolved)
             while True:
                 try:
                     result = self._generate_once(resolved, on_event, cancel, previews)
@@ -279,7 +265,6 @@ class Engine:
                     on_event(Event(EventKind.PLAN, f"Out of memory: retrying with "
                                                    f"{following.description}"))
             result.timings["load_s"] = load_s
-            result.warnings = warnings + result.warnings
         except CancelledError as exc:
             on_event(Event(EventKind.CANCELLED, "Cancelled", error=exc))
             raise
@@ -308,6 +293,7 @@ class Engine:
             self._release_text_encoder()
         self._sync()
         timings["encode_s"] = time.perf_counter() - start
+        warnings = self._truncation_warnings(positive, negative)
 
         mark = time.perf_counter()
         latents = self._denoise(resolved, positive, negative, on_event, cancel, previews)
@@ -324,7 +310,17 @@ class Engine:
         timings["total_s"] = time.perf_counter() - start
         return GenerationResult(images, resolved, self.model, self.plan,
                                 self.device_info.summary(), self.precision.describe(), timings,
-                                latents=latents.cpu())
+                                warnings, latents.cpu())
+
+    def _truncation_warnings(self, positive: PromptEmbedding,
+                             negative: PromptEmbedding | None) -> list[str]:
+        limit = self.family.max_tokens - 2
+        found = []
+        for label, embedding in (("prompt", positive), ("negative prompt", negative)):
+            if embedding is not None and embedding.tokens > limit:
+                found.append(f"The {label} is {embedding.tokens} tokens long; the model reads "
+                             f"only the first {limit}, so the rest was left out.")
+        return found
 
     def _nan_error(self, phase: str) -> NaNResultError:
         return NaNResultError(

@@ -19,6 +19,7 @@ class PromptKey:
 class PromptEmbedding:
     embeds: torch.Tensor
     mask: torch.Tensor
+    tokens: int = 0  # the text's own tokens, before padding or truncation
 
 
 class PromptCache:
@@ -42,10 +43,6 @@ class PromptCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
-
-    def move_to(self, device: torch.device) -> None:
-        for key, entry in self._entries.items():
-            self._entries[key] = PromptEmbedding(entry.embeds.to(device), entry.mask.to(device))
 
     def clear(self) -> None:
         self._entries.clear()

@@ -21,10 +21,6 @@ def complex_human_instruction() -> str:
     return "\n".join(lines)
 
 
-def prompt_token_count(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text.lower().strip(), add_special_tokens=True).input_ids)
-
-
 def encode_text(tokenizer: Any, text_encoder: torch.nn.Module, text: str, *,
                 use_instruction: bool, max_tokens: int, device: torch.device,
                 select: bool) -> PromptEmbedding:
@@ -32,6 +28,7 @@ def encode_text(tokenizer: Any, text_encoder: torch.nn.Module, text: str, *,
     (for negative prompts it does not; without the prefix the two are the same)."""
     tokenizer.padding_side = "right"
     text = text.lower().strip()
+    tokens = len(tokenizer(text, add_special_tokens=False).input_ids)
     max_length = max_tokens
     if use_instruction:
         prefix = complex_human_instruction()
@@ -45,4 +42,4 @@ def encode_text(tokenizer: Any, text_encoder: torch.nn.Module, text: str, *,
     if select:
         index = [0, *range(-max_tokens + 1, 0)]
         embeds, mask = embeds[:, index], mask[:, index]
-    return PromptEmbedding(embeds.clone(), mask.clone())
+    return PromptEmbedding(embeds.clone(), mask.clone(), tokens)
