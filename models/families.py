@@ -112,7 +112,8 @@ def read_json(path: Path) -> dict[str, Any]:
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
     """linea.json may rename the family and change its defaults (the in-house model does)."""
     fields: dict[str, Any] = {}
-    for key in ("default_steps", "default_guidance", "complex_human_instruction", "knows"):
+    for key in ("default_steps", "default_guidance", "complex_human_instruction", "knows",
+                "max_tokens"):
         if key in overrides:
             fields[key] = overrides[key]
     if "family" in overrides:

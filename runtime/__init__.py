@@ -3,7 +3,14 @@
 The public API is what this module exports; the GUI and the command line use nothing else.
 """
 
-from runtime.catalog import CatalogProblem, ModelInfo, find_models, identify, resolve_model
+from runtime.catalog import (
+    CatalogProblem,
+    ModelInfo,
+    default_model,
+    find_models,
+    identify,
+    resolve_model,
+)
 from runtime.device import DeviceInfo, MemoryPlan, detect_device
 from runtime.engine import Engine, GenerationResult
 from runtime.errors import (
@@ -53,6 +60,7 @@ __all__ = [
     "Sampler",
     "UnsafeWeightsError",
     "aspect_presets",
+    "default_model",
     "detect_device",
     "find_models",
     "identify",

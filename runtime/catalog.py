@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,17 +195,38 @@ def find_models(extra_dirs: list[Path] | tuple[Path, ...] = (),
     return models, problems
 
 
+REPLICA_NOTE = ("Random weights: a stand-in written because no model was found. Its images are "
+                "noise; install a model folder to make real images.")
+
+
+def default_model(extra_dirs: tuple[Path, ...] = ()) -> ModelInfo:
+    """The first model found (bundled ones come first). With none at all, a small random replica
+    is written to the user models folder so the app still runs end to end, and says so."""
+    models, _ = find_models(extra_dirs)
+    if models:
+        return models[0]
+    from models.replica import write_replica
+
+    target = user_models_dir() / "stand-in-replica"
+    if not (target / "model_index.json").is_file():
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        write_replica("sana-600m", target, tiny=True, seed=0)
+        (target / "linea.json").write_text(json.dumps(
+            {"name": "stand-in-replica", "knows": REPLICA_NOTE, "native_size": 256}))
+    return identify(target, "user")
+
+
 def resolve_model(name_or_path: str, extra_dirs: tuple[Path, ...] = ()) -> ModelInfo:
     """A path, or the name of a catalogued model; the default model when empty."""
     if name_or_path and (os.sep in name_or_path or "/" in name_or_path
                          or Path(name_or_path).expanduser().exists()):
         return identify(name_or_path)
-    models, _ = find_models(extra_dirs)
     if not name_or_path:
-        if not models:
-            raise ModelFolderError("No model was found.",
-                                   f"Put a model folder in '{user_models_dir()}' or pass --model.")
-        return models[0]
+        return default_model(extra_dirs)
+    models, _ = find_models(extra_dirs)
     for model in models:
         if model.name == name_or_path or model.path.name == name_or_path:
             return model

@@ -103,6 +103,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine.resolve(request)
     print(f"Model: {model.name} ({model.description}) on {engine.device_info.summary()}",
           file=sys.stderr)
+    if model.family.knows:
+        print(f"About this model: {model.family.knows}", file=sys.stderr)
     result = engine.generate(request, on_event=_progress, cancel=CancelToken(), previews=False)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -73,3 +73,15 @@ def test_memory_plans_get_leaner_and_smaller_gpus_get_leaner_plans(sana_tiny):
     assert choose_plan(gpu(4.5), model, 1024, 1024) is MemoryPlan.RELEASE_ENCODER
     assert choose_plan(gpu(2), model, 1024, 1024) is MemoryPlan.CPU_OFFLOAD
     assert choose_plan(detect_device("cpu"), model, 1024, 1024) is MemoryPlan.RESIDENT
+
+
+def test_with_no_model_anywhere_a_stand_in_replica_is_written_and_labelled(
+        data_dir, tmp_path, monkeypatch):
+    import runtime.catalog as catalog
+
+    monkeypatch.setattr(catalog, "bundled_models_dir", lambda: tmp_path / "no-bundle")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    model = catalog.default_model()
+    assert model.path == (data_dir / "models" / "stand-in-replica").resolve()
+    assert "noise" in model.family.knows
+    assert catalog.default_model().path == model.path  # written once, then found
