@@ -18,7 +18,7 @@ from runtime import request as req
 from runtime.catalog import ModelInfo, identify
 from runtime.control import controlled_forward, encode_control, read_control_image
 from runtime.device import DeviceInfo, MemoryPlan, choose_plan, detect_device
-from runtime.errors import CancelledError, LineaError, NaNResultError, OutOfMemoryError
+from runtime.errors import CancelledError, NaNResultError, OutOfMemoryError
 from runtime.events import CancelToken, Event, EventHandler, EventKind, ignore_events
 from runtime.graphs import GraphedForward
 from runtime.preview import PreviewProjector
@@ -268,7 +268,7 @@ class Engine:
         except CancelledError as exc:
             on_event(Event(EventKind.CANCELLED, "Cancelled", error=exc))
             raise
-        except LineaError as exc:
+        except Exception as exc:  # the caller gets the error too; this only reports it
             on_event(Event(EventKind.ERROR, str(exc), error=exc))
             raise
         on_event(Event(EventKind.DONE, "Done", result=result))
