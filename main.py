@@ -17,6 +17,10 @@ def main(argv: list[str]) -> int:
         from runtime.cli import main as cli_main
 
         return cli_main(argv)
+    if argv and argv[0] == "--smoke-test":
+        from app.smoke import run_smoke_test
+
+        return run_smoke_test()
     from app.main import run_app
 
     return run_app(argv)
