@@ -1,0 +1,1 @@
+"""Packaging Linea for Windows: PyInstaller spec, NSIS installer script, build command."""
