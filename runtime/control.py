@@ -27,12 +27,16 @@ def control_pixels(image: Image.Image, width: int, height: int, scale: int) -> t
 
 
 def read_control_image(path: str | Path) -> Image.Image:
-    from runtime.images import ImageInputError, load_image
+    """The control image as RGB, EXIF rotation applied; a clear error for anything unreadable."""
+    from PIL import ImageOps, UnidentifiedImageError
 
     try:
-        return load_image(Path(path))
-    except ImageInputError as exc:
-        raise RequestError(str(exc), "Use a PNG, JPEG or WebP sketch or photo.") from exc
+        with Image.open(path) as image:
+            image.seek(0)
+            return ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
+        raise RequestError(f"The control image '{path}' cannot be read: {exc}.",
+                           "Use a PNG, JPEG or WebP sketch or line map.") from exc
 
 
 def encode_control(vae: torch.nn.Module, image: Image.Image, width: int, height: int,

@@ -1,0 +1,87 @@
+"""ControlNet: parity with diffusers' SanaControlNetPipeline (fp32), scale, Sprint, bad input."""
+
+import shutil
+
+import pytest
+import torch
+from diffusers import SanaControlNetPipeline
+from PIL import Image, ImageDraw
+
+from runtime import Engine, GenerationRequest, ModelFolderError, RequestError
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def controlnet_tiny(replica_dir):
+    return replica_dir("sana-controlnet-600m")
+
+
+@pytest.fixture(scope="module")
+def line_map(tmp_path_factory):
+    image = Image.new("RGB", (128, 128), "black")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((20, 20, 100, 100), outline="white", width=3)
+    draw.line((10, 120, 120, 10), fill="white", width=2)
+    path = tmp_path_factory.mktemp("control") / "lines.png"
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(controlnet_tiny):
+    return Engine(controlnet_tiny, device="cpu", precision="fp32", quantize_text_encoder=False)
+
+
+def test_controlnet_matches_diffusers(engine, controlnet_tiny, line_map):
+    pipe = SanaControlNetPipeline.from_pretrained(controlnet_tiny, torch_dtype=torch.float32)
+    request = GenerationRequest("a round window", width=128, height=128, steps=4,
+                                guidance_scale=4.5, seed=3, control_image=str(line_map),
+                                control_scale=0.8)
+    ours = engine.generate(request, previews=False).latents
+    reference = pipe(request.prompt, num_inference_steps=4, guidance_scale=4.5, height=128,
+                     width=128, generator=[torch.Generator("cpu").manual_seed(3)],
+                     control_image=Image.open(line_map), controlnet_conditioning_scale=0.8,
+                     output_type="latent", use_resolution_binning=False).images
+    torch.testing.assert_close(ours, reference, atol=ATOL, rtol=0)
+
+
+def test_control_changes_the_result_and_scale_zero_removes_it(engine, line_map):
+    base = GenerationRequest("a round window", width=128, height=128, steps=2, seed=3)
+    plain = engine.generate(base, previews=False).latents
+    controlled = engine.generate(base.with_changes(control_image=str(line_map)),
+                                 previews=False).latents
+    zero = engine.generate(base.with_changes(control_image=str(line_map), control_scale=0.0),
+                           previews=False).latents
+    assert (plain - controlled).abs().max() > 1e-3
+    torch.testing.assert_close(zero, plain, atol=ATOL, rtol=0)
+
+
+def test_sprint_with_a_standalone_controlnet_folder(sprint_tiny, controlnet_tiny, line_map,
+                                                    tmp_path):
+    standalone = tmp_path / "hed-controlnet"
+    shutil.copytree(controlnet_tiny / "controlnet", standalone)
+    engine = Engine(sprint_tiny, device="cpu", controlnet=standalone)
+    result = engine.generate(GenerationRequest("a round window", width=128, height=128,
+                                               steps=2, control_image=str(line_map)),
+                             previews=False)
+    assert torch.isfinite(result.latents).all() and result.images[0].size == (128, 128)
+
+
+def test_control_without_a_controlnet_or_with_a_bad_folder(sana_tiny, line_map, tmp_path):
+    engine = Engine(sana_tiny, device="cpu")
+    with pytest.raises(RequestError, match="has no ControlNet"):
+        engine.generate(GenerationRequest("x", width=64, height=64,
+                                          control_image=str(line_map)))
+    with pytest.raises(ModelFolderError, match="not a ControlNet folder"):
+        Engine(sana_tiny, device="cpu", controlnet=tmp_path)
+    with pytest.raises(ModelFolderError, match="not a SANA ControlNet"):
+        Engine(sana_tiny, device="cpu", controlnet=sana_tiny / "transformer")
+
+
+def test_unreadable_control_image_is_a_clear_error(engine, tmp_path):
+    bad = tmp_path / "sketch.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(RequestError, match="cannot be read") as info:
+        engine.generate(GenerationRequest("x", width=64, height=64, control_image=str(bad)))
+    assert str(bad) in str(info.value)
