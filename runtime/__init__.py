@@ -12,7 +12,6 @@ from runtime.catalog import (
     resolve_model,
 )
 from runtime.device import DeviceInfo, MemoryPlan, detect_device
-from runtime.engine import Engine, GenerationResult
 from runtime.errors import (
     CancelledError,
     CorruptWeightsError,
@@ -35,6 +34,16 @@ from runtime.request import (
 )
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The engine pulls in torch (seconds); a window can open before anything needs it.
+    if name in ("Engine", "GenerationResult"):
+        from runtime import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+
 
 __all__ = [
     "ASPECT_PRESETS_1024",

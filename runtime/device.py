@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-
-import torch
+from typing import TYPE_CHECKING
 
 from runtime.catalog import ModelInfo
+
+if TYPE_CHECKING:
+    import torch
 
 GIB = 1024**3
 
@@ -59,6 +61,8 @@ class DeviceInfo:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device("cuda" if self.kind == "cuda" else "cpu")
 
     def summary(self) -> str:
@@ -79,6 +83,8 @@ def _system_memory() -> tuple[int, int]:
 
 def detect_device(preference: str | None = None) -> DeviceInfo:
     """`preference` is "cuda", "cpu" or None/"auto" (a GPU when there is one)."""
+    import torch
+
     want = (preference or "auto").lower()
     if want not in ("auto", "cuda", "cpu"):
         raise ValueError(f"Unknown device {preference!r}: use auto, cuda or cpu.")

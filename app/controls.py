@@ -1,0 +1,244 @@
+"""The left panel: everything a request is made of."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from runtime import GenerationRequest, ModelInfo, aspect_presets, random_seed
+
+CUSTOM = "Custom"
+
+
+class GenerationPanel(QWidget):
+    generate_requested = Signal()
+    model_changed = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[ModelInfo] = []
+        self.last_seed: int | None = None
+        layout = QVBoxLayout(self)
+
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Describe the image (Ctrl+Enter to generate)")
+        self.prompt.setAccessibleName("Prompt")
+        self.prompt.setTabChangesFocus(True)
+        layout.addWidget(QLabel("&Prompt", buddy=self.prompt))
+        layout.addWidget(self.prompt, 2)
+
+        self.negative_box = QGroupBox("Negative prompt")
+        self.negative_box.setCheckable(True)
+        self.negative_box.setChecked(False)
+        self.negative_box.setFlat(True)
+        negative_layout = QVBoxLayout(self.negative_box)
+        self.negative = QPlainTextEdit()
+        self.negative.setPlaceholderText("What to keep out of the image")
+        self.negative.setTabChangesFocus(True)
+        self.negative.setMaximumHeight(70)
+        self.negative.setVisible(False)
+        negative_layout.addWidget(self.negative)
+        self.negative_box.toggled.connect(self.negative.setVisible)
+        layout.addWidget(self.negative_box)
+
+        form = QFormLayout()
+        self.model = QComboBox()
+        self.model.setAccessibleName("Model")
+        self.model.currentIndexChanged.connect(self._on_model)
+        form.addRow("&Model", self.model)
+        self.model_note = QLabel()
+        self.model_note.setWordWrap(True)
+        self.model_note.setObjectName("note")
+        form.addRow("", self.model_note)
+        self.mode = QComboBox()
+        self.mode.addItems(["Quality", "Fast"])
+        self.mode.setToolTip("Quality: a SANA model, 20 steps. Fast: a SANA-Sprint model, "
+                             "1 to 4 steps. Available when both kinds are installed.")
+        self.mode.currentIndexChanged.connect(self._on_mode)
+        form.addRow("M&ode", self.mode)
+
+        self.aspect = QComboBox()
+        self.aspect.currentIndexChanged.connect(self._on_aspect)
+        form.addRow("&Aspect", self.aspect)
+        size_row = QHBoxLayout()
+        self.width_box, self.height_box = QSpinBox(), QSpinBox()
+        for box, name in ((self.width_box, "Width"), (self.height_box, "Height")):
+            box.setRange(32, 4096)
+            box.setSingleStep(32)
+            box.setSuffix(" px")
+            box.setAccessibleName(name)
+            box.valueChanged.connect(self._on_size_edit)
+        size_row.addWidget(self.width_box)
+        size_row.addWidget(QLabel("x"))
+        size_row.addWidget(self.height_box)
+        form.addRow(QLabel("Si&ze", buddy=self.width_box), size_row)
+
+        self.steps = QSpinBox()
+        self.steps.setAccessibleName("Steps")
+        form.addRow("&Steps", self.steps)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 30.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setAccessibleName("Guidance")
+        form.addRow("&Guidance", self.guidance)
+
+        seed_row = QHBoxLayout()
+        self.seed = QLineEdit()
+        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{1,10}")))
+        self.seed.setAccessibleName("Seed")
+        self.lock_seed = QCheckBox("&Lock")
+        self.lock_seed.setToolTip("Keep this seed; otherwise a new random seed each time")
+        self.reuse_seed = QToolButton()
+        self.reuse_seed.setText("Last")
+        self.reuse_seed.setToolTip("Reuse the seed of the last image")
+        self.reuse_seed.clicked.connect(self._reuse_last_seed)
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.lock_seed)
+        seed_row.addWidget(self.reuse_seed)
+        form.addRow(QLabel("S&eed", buddy=self.seed), seed_row)
+        self.count = QSpinBox()
+        self.count.setRange(1, 16)
+        self.count.setAccessibleName("Image count")
+        form.addRow("&Count", self.count)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.generate_button = QPushButton("&Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.setToolTip("Ctrl+Enter")
+        self.generate_button.clicked.connect(self.generate_requested)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Esc")
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.generate_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout.addLayout(buttons)
+        layout.addStretch(0)
+        self.seed.setText(str(random_seed()))
+
+    # ----- models --------------------------------------------------------------------------
+
+    def set_models(self, models: list[ModelInfo], fits: dict[str, bool], preferred: str) -> None:
+        self.models = models
+        self.model.blockSignals(True)
+        self.model.clear()
+        for model in models:
+            note = "" if fits.get(str(model.path), True) else " (may not fit this device)"
+            self.model.addItem(f"{model.name}: {model.description}{note}", str(model.path))
+        index = max(0, self.model.findData(preferred))
+        self.model.blockSignals(False)
+        self.model.setCurrentIndex(index)
+        self._on_model()
+
+    def current_model(self) -> ModelInfo | None:
+        index = self.model.currentIndex()
+        return self.models[index] if 0 <= index < len(self.models) else None
+
+    def _on_model(self) -> None:
+        model = self.current_model()
+        if model is None:
+            return
+        family = model.family
+        self.steps.setRange(*family.step_range)
+        self.steps.setValue(family.default_steps)
+        self.guidance.setValue(family.default_guidance)
+        self.model_note.setText(family.knows)
+        self.model_note.setVisible(bool(family.knows))
+        self.width_box.setMaximum(model.max_side)
+        self.height_box.setMaximum(model.max_side)
+        self.aspect.blockSignals(True)
+        self.aspect.clear()
+        for name, (w, h) in aspect_presets(model.native_size).items():
+            self.aspect.addItem(f"{name}  ({w}x{h})", (w, h))
+        self.aspect.addItem(CUSTOM, None)
+        self.aspect.blockSignals(False)
+        self.aspect.setCurrentIndex(0)
+        self._on_aspect()
+        kinds = {m.family.key for m in self.models}
+        self.mode.setEnabled(bool({"sana-sprint"} & kinds) and len(kinds) > 1)
+        self.mode.blockSignals(True)
+        self.mode.setCurrentIndex(1 if family.key == "sana-sprint" else 0)
+        self.mode.blockSignals(False)
+        self.model_changed.emit()
+
+    def _on_mode(self, index: int) -> None:
+        want_fast = index == 1
+        for i, model in enumerate(self.models):
+            if (model.family.key == "sana-sprint") == want_fast:
+                self.model.setCurrentIndex(i)
+                return
+
+    def _on_aspect(self) -> None:
+        size = self.aspect.currentData()
+        if size:
+            for box, value in ((self.width_box, size[0]), (self.height_box, size[1])):
+                box.blockSignals(True)
+                box.setValue(value)
+                box.blockSignals(False)
+
+    def _on_size_edit(self) -> None:
+        self.aspect.blockSignals(True)
+        self.aspect.setCurrentIndex(self.aspect.count() - 1)
+        self.aspect.blockSignals(False)
+
+    # ----- requests ------------------------------------------------------------------------
+
+    def _reuse_last_seed(self) -> None:
+        if self.last_seed is not None:
+            self.seed.setText(str(self.last_seed))
+            self.lock_seed.setChecked(True)
+
+    def request(self) -> GenerationRequest:
+        if not self.lock_seed.isChecked():
+            self.seed.setText(str(random_seed()))
+        model = self.current_model()
+        return GenerationRequest(
+            prompt=self.prompt.toPlainText(),
+            negative_prompt=self.negative.toPlainText() if self.negative_box.isChecked() else "",
+            width=self.width_box.value(), height=self.height_box.value(),
+            steps=self.steps.value(), guidance_scale=round(self.guidance.value(), 2),
+            seed=int(self.seed.text()), count=self.count.value(),
+            model=model.name if model else "")
+
+    def apply(self, request: GenerationRequest) -> None:
+        """Restore a past request ("use these settings", or a dropped PNG)."""
+        for i, model in enumerate(self.models):
+            if request.model and model.name == request.model:
+                self.model.setCurrentIndex(i)
+        self.prompt.setPlainText(request.prompt)
+        self.negative_box.setChecked(bool(request.negative_prompt))
+        self.negative.setPlainText(request.negative_prompt)
+        if request.width and request.height:
+            self.width_box.setValue(request.width)
+            self.height_box.setValue(request.height)
+        if request.steps is not None:
+            self.steps.setValue(request.steps)
+        if request.guidance_scale is not None:
+            self.guidance.setValue(request.guidance_scale)
+        self.seed.setText(str(request.seed))
+        self.lock_seed.setChecked(True)
+        self.count.setValue(max(1, min(16, request.count)))
+
+    def set_busy(self, busy: bool) -> None:
+        self.generate_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+
+def focus_prompt(panel: GenerationPanel) -> None:
+    panel.prompt.setFocus(Qt.FocusReason.ShortcutFocusReason)

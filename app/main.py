@@ -1,0 +1,40 @@
+"""Starting the desktop app: logging to the user log folder, the theme, the window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+
+from runtime.paths import user_log_dir
+
+
+def setup_logging() -> None:
+    folder = user_log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(folder / "linea.log", maxBytes=2_000_000, backupCount=3,
+                                  encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def run_app(argv: list[str]) -> int:
+    if sys.platform == "win32":
+        import torch  # noqa: F401  (before Qt, or c10.dll fails to load: WinError 1114)
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import Settings
+    from app.theme import apply_theme
+    from app.window import MainWindow
+
+    setup_logging()
+    app = QApplication.instance() or QApplication([sys.argv[0], *argv])
+    app.setApplicationName("Linea")
+    settings = Settings.load()
+    apply_theme(app, settings.theme)
+    window = MainWindow(settings)
+    window.show()
+    logging.getLogger(__name__).info("window shown")
+    return app.exec()
