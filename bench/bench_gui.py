@@ -1,0 +1,130 @@
+"""The window's responsiveness: time to a usable window, and the longest event-loop stall while a
+model loads and generates (a 5 ms timer records the gaps between its ticks).
+
+    python -m bench.bench_gui [--model FOLDER] [--size 256] [--steps 20]
+
+Writes bench/results/gui_cpu.json. Without --model a tiny SANA replica is written first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STARTUP_PROBE = """
+import sys, time
+start = time.perf_counter()
+sys.argv = ["main.py", *sys.argv[1:]]
+from runtime.offline import enforce_offline
+enforce_offline()
+from PySide6.QtWidgets import QApplication
+from app.settings import Settings
+from app.window import MainWindow
+app = QApplication([])
+window = MainWindow(Settings(extra_model_dirs=[sys.argv[1]]))
+window.show()
+app.processEvents()
+while window.panel.current_model() is None:
+    app.processEvents()
+print(time.perf_counter() - start)
+window.close()
+"""
+
+
+def startup_seconds(data_dir: Path, models: Path, runs: int = 3) -> list[float]:
+    """From the interpreter running our first line to a shown window with its models listed."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "LINEA_DATA_DIR": str(data_dir)}
+    times = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, str(models)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, check=True)
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return times
+
+
+def stall_during_generation(model: Path, data_dir: Path, size: int, steps: int) -> dict:
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    os.environ["LINEA_DATA_DIR"] = str(data_dir)
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import Settings
+    from app.window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow(Settings(extra_model_dirs=[str(model.parent)]))
+    window.show()
+    while window.panel.current_model() is None:
+        app.processEvents()
+    index = next(i for i, m in enumerate(window.panel.models) if m.path == model.resolve())
+    window.panel.model.setCurrentIndex(index)
+    window.panel.prompt.setPlainText("a red circle to the left of a blue square")
+    window.panel.width_box.setValue(size)
+    window.panel.height_box.setValue(size)
+    window.panel.steps.setValue(steps)
+    gaps: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.nsecsElapsed()]
+
+    def tick() -> None:
+        now = clock.nsecsElapsed()
+        gaps.append((now - last[0]) / 1e6)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(tick)
+    timer.start()
+    begin = time.perf_counter()
+    window.generate()  # the first generation also loads the model
+    while window.busy:
+        app.processEvents()
+        time.sleep(0.001)
+    total = time.perf_counter() - begin
+    timer.stop()
+    window.close()
+    gaps.sort()
+    return {"generation_with_load_s": round(total, 3), "ticks": len(gaps),
+            "longest_stall_ms": round(gaps[-1], 1),
+            "p99_gap_ms": round(gaps[int(len(gaps) * 0.99)], 1),
+            "result": window.progress.format()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gui_cpu.json")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="linea-gui-bench-"))
+    model = args.model
+    if model is None:
+        from models.replica import write_replica
+
+        model = write_replica("sana-600m", scratch / "models" / "tiny-sana", tiny=True)
+    report = {
+        "benchmark": "gui responsiveness", "machine": f"{platform.machine()}, "
+        f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+        "startup_to_usable_window_s": [
+            round(t, 2) for t in startup_seconds(scratch / "a", model.parent)],
+        "generation": stall_during_generation(model, scratch / "b", args.size, args.steps),
+        "targets": {"startup_s": 3.0, "longest_stall_ms": 50.0},
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
