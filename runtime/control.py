@@ -26,17 +26,18 @@ def control_pixels(image: Image.Image, width: int, height: int, scale: int) -> t
     return processor.preprocess(image.convert("RGB"), height=height, width=width)
 
 
-def read_control_image(path: str | Path) -> Image.Image:
-    """The control image as RGB, EXIF rotation applied; a clear error for anything unreadable."""
-    from PIL import ImageOps, UnidentifiedImageError
+def read_control_image(path: str | Path, thickness: int = 2) -> tuple[Image.Image, str]:
+    """The line map the ControlNet sees, made from a line map, a sketch or a photo, and which
+    of the three the image was taken for."""
+    from runtime.images import ImageInputError, load_image
+    from runtime.sketch import auto_control
 
     try:
-        with Image.open(path) as image:
-            image.seek(0)
-            return ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as exc:
-        raise RequestError(f"The control image '{path}' cannot be read: {exc}.",
-                           "Use a PNG, JPEG or WebP sketch or line map.") from exc
+        image = load_image(Path(path))
+    except ImageInputError as exc:
+        raise RequestError(f"The control image cannot be used: {exc}",
+                           "Use a PNG, JPEG or WebP sketch, photo or line map.") from exc
+    return auto_control(image, thickness)
 
 
 def encode_control(vae: torch.nn.Module, image: Image.Image, width: int, height: int,

@@ -82,6 +82,6 @@ def test_control_without_a_controlnet_or_with_a_bad_folder(sana_tiny, line_map, 
 def test_unreadable_control_image_is_a_clear_error(engine, tmp_path):
     bad = tmp_path / "sketch.png"
     bad.write_bytes(b"not an image")
-    with pytest.raises(RequestError, match="cannot be read") as info:
+    with pytest.raises(RequestError, match="not an image Linea can read") as info:
         engine.generate(GenerationRequest("x", width=64, height=64, control_image=str(bad)))
     assert str(bad) in str(info.value)
