@@ -85,3 +85,25 @@ def test_unreadable_control_image_is_a_clear_error(engine, tmp_path):
     with pytest.raises(RequestError, match="not an image Linea can read") as info:
         engine.generate(GenerationRequest("x", width=64, height=64, control_image=str(bad)))
     assert str(bad) in str(info.value)
+
+
+def test_command_line_follows_a_sketch(controlnet_tiny, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from runtime import read_request
+
+    sketch = Image.new("RGB", (200, 150), "white")
+    ImageDraw.Draw(sketch).ellipse((40, 30, 160, 120), outline="black", width=4)
+    sketch.save(tmp_path / "sketch.jpg")
+    out = tmp_path / "follow.png"
+    main = Path(__file__).resolve().parent.parent / "main.py"
+    done = subprocess.run(
+        [sys.executable, str(main), "generate", "a round window", "--model", str(controlnet_tiny),
+         "--out", str(out), "--control", str(tmp_path / "sketch.jpg"), "--control-scale", "0.7",
+         "--steps", "2", "--width", "128", "--height", "96"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    request = read_request(out)
+    assert request.control_scale == 0.7 and request.control_image.endswith("sketch.jpg")
