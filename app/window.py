@@ -43,6 +43,22 @@ from runtime.paths import user_log_dir
 log = logging.getLogger(__name__)
 
 
+def about_text() -> str:
+    """Versions from package metadata: nothing heavy is imported to show them."""
+    from importlib import metadata
+
+    import PySide6.QtCore
+
+    lines = [f"Linea {__version__}", "Offline text-to-image studio: nothing is downloaded.", "",
+             f"Qt {PySide6.QtCore.qVersion()}"]
+    for package in ("PySide6-Essentials", "torch", "diffusers", "transformers", "bitsandbytes"):
+        try:
+            lines.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{package}: not installed")
+    return "\n".join(lines)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
@@ -372,12 +388,7 @@ class MainWindow(QMainWindow):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(user_log_dir() / "linea.log")))
 
     def about(self) -> None:
-        import PySide6
-
-        QMessageBox.about(self, "About Linea",
-                          f"Linea {__version__}\nOffline text-to-image studio.\n\n"
-                          f"Qt {PySide6.QtCore.qVersion()}, PySide6 {PySide6.__version__}\n"
-                          "Runtime versions: run `python main.py doctor`.")
+        QMessageBox.about(self, "About Linea", about_text())
 
     def closeEvent(self, event) -> None:
         if self.cancel_token is not None:

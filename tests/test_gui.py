@@ -177,3 +177,10 @@ def test_settings_dialog_round_trip(qtbot, window, data_dir):
     assert (again.theme, again.performance) == ("dark", "low")
     (data_dir / "settings.json").write_text("{broken")
     assert Settings.load().theme == "system"
+
+
+def test_about_lists_the_versions():
+    from app.window import about_text
+
+    text = about_text()
+    assert "Linea 0.1.0" in text and "diffusers 0." in text and "torch 2." in text
