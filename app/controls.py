@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.control_box import ControlBox
 from runtime import GenerationRequest, ModelInfo, aspect_presets, random_seed
 
 CUSTOM = "Custom"
@@ -117,6 +120,9 @@ class GenerationPanel(QWidget):
         self.count.setAccessibleName("Image count")
         form.addRow("&Count", self.count)
         layout.addLayout(form)
+        self.control = ControlBox()
+        self.control.setVisible(False)
+        layout.addWidget(self.control)
 
         buttons = QHBoxLayout()
         self.generate_button = QPushButton("&Generate")
@@ -170,6 +176,7 @@ class GenerationPanel(QWidget):
         self.aspect.blockSignals(False)
         self.aspect.setCurrentIndex(0)
         self._on_aspect()
+        self.control.setVisible(family.controlnet)
         kinds = {m.family.key for m in self.models}
         self.mode.setEnabled(bool({"sana-sprint"} & kinds) and len(kinds) > 1)
         self.mode.blockSignals(True)
@@ -214,7 +221,9 @@ class GenerationPanel(QWidget):
             width=self.width_box.value(), height=self.height_box.value(),
             steps=self.steps.value(), guidance_scale=round(self.guidance.value(), 2),
             seed=int(self.seed.text()), count=self.count.value(),
-            model=model.name if model else "")
+            model=model.name if model else "",
+            control_image=self.control.path if self.control.isVisible() else None,
+            control_scale=round(self.control.scale.value(), 2))
 
     def apply(self, request: GenerationRequest) -> None:
         """Restore a past request ("use these settings", or a dropped PNG)."""
@@ -234,6 +243,11 @@ class GenerationPanel(QWidget):
         self.seed.setText(str(request.seed))
         self.lock_seed.setChecked(True)
         self.count.setValue(max(1, min(16, request.count)))
+        self.control.scale.setValue(request.control_scale)
+        if request.control_image and Path(request.control_image).is_file():
+            self.control.set_image(Path(request.control_image))
+        else:
+            self.control.clear()
 
     def set_busy(self, busy: bool) -> None:
         self.generate_button.setEnabled(not busy)

@@ -167,6 +167,7 @@ class MainWindow(QMainWindow):
         image_menu = menus.addMenu("&Image")
         self._action(image_menu, "&Save as...", self.save_as, QKeySequence.StandardKey.SaveAs)
         self._action(image_menu, "&Copy", self.copy_image, QKeySequence.StandardKey.Copy)
+        self._action(image_menu, "&Paste sketch", self.paste, QKeySequence.StandardKey.Paste)
         self._action(image_menu, "Show in &folder", self.show_in_folder)
         self._action(image_menu, "&Use these settings", self.use_settings, "Ctrl+U")
         self._action(image_menu, "&Delete...", self.delete_selected,
@@ -356,23 +357,46 @@ class MainWindow(QMainWindow):
     # ----- drops, settings, help -----------------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:
-        urls = event.mimeData().urls()
-        if urls and urls[0].isLocalFile():
+        mime = event.mimeData()
+        if mime.hasImage() or any(u.isLocalFile() for u in mime.urls()):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        urls = [u for u in event.mimeData().urls() if u.isLocalFile()]
-        if not urls:
-            return
-        path = Path(urls[0].toLocalFile())
+        """A PNG with settings restores them; any other image becomes the sketch to follow
+        when the model has a ControlNet; image data dragged from a browser works too."""
+        mime = event.mimeData()
+        urls = [u for u in mime.urls() if u.isLocalFile()]
+        if urls:
+            self._use_dropped_file(Path(urls[0].toLocalFile()))
+        elif mime.hasImage():
+            self._use_control(lambda: self.panel.control.set_qimage(QImage(mime.imageData())))
+        event.acceptProposedAction()
+
+    def _use_dropped_file(self, path: Path) -> None:
         try:
             request = read_request(path)
         except LineaError as exc:
-            self.show_error(exc.message, exc.hint)
+            if self.panel.control.isVisible():
+                self._use_control(lambda: self.panel.control.set_image(path))
+            else:
+                self.show_error(exc.message, f"{exc.hint} To follow a sketch or photo, pick a "
+                                             "model with a ControlNet.")
             return
         self.hide_error()
         self.panel.apply(request)
-        event.acceptProposedAction()
+
+    def _use_control(self, setter) -> None:
+        if not self.panel.control.isVisible():
+            self.show_error("This model cannot follow a sketch.",
+                            "Pick a model with a ControlNet to use a sketch or photo.")
+        elif setter():
+            self.hide_error()
+        else:
+            self.show_error(self.panel.control.error, "")
+
+    def paste(self) -> None:
+        if self.panel.control.isVisible() and not self.panel.prompt.hasFocus():
+            self._use_control(self.panel.control.paste)
 
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.settings, self)

@@ -184,3 +184,62 @@ def test_about_lists_the_versions():
 
     text = about_text()
     assert "Linea 0.1.0" in text and "diffusers 0." in text and "torch 2." in text
+
+
+@pytest.fixture
+def control_window(qtbot, data_dir, replica_dir, tmp_path):
+    folder = tmp_path / "cn-models"
+    shutil.copytree(replica_dir("sana-controlnet-600m"), folder / "tiny-controlnet")
+    win = MainWindow(Settings(extra_model_dirs=[str(folder)]))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.panel.current_model() is not None, timeout=10_000)
+    _select_model(win, "tiny-controlnet")
+    yield win
+    win.close()
+
+
+def _sketch_file(path):
+    from PIL import ImageDraw
+
+    sketch = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(sketch).ellipse((60, 30, 240, 170), outline="black", width=5)
+    sketch.save(path)
+    return path
+
+
+def test_dropped_sketch_file_and_image_data_steer_a_controlnet_model(qtbot, control_window,
+                                                                     tmp_path):
+    from PySide6.QtGui import QImage
+
+    win = control_window
+    assert win.panel.control.isVisible()
+    _drop(win, _sketch_file(tmp_path / "sketch.jpg"))
+    assert win.panel.control.path.endswith("sketch.jpg")
+    assert "sketch" in win.panel.control.note.text()
+    mime = QMimeData()
+    mime.setImageData(QImage(str(tmp_path / "sketch.jpg")))
+    event = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(event)
+    assert Path(win.panel.control.path).parent.name == "controls"
+    win.panel.control.scale.setValue(0.6)
+    win.panel.prompt.setPlainText("a round window")
+    win.panel.width_box.setValue(128)
+    win.panel.height_box.setValue(128)
+    win.panel.steps.setValue(2)
+    win.generate()
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    assert win.progress.format() == "Done", win.banner.text()
+    request = read_request(Path(win.selected_entry().path))
+    assert request.control_scale == 0.6 and request.control_image == win.panel.control.path
+    win.grab().save(str(SHOTS / "sketch.png"))
+    win.panel.control.clear()
+    win.use_settings()
+    assert win.panel.control.path == request.control_image
+
+
+def test_a_model_without_controlnet_refuses_a_dropped_photo(qtbot, window, tmp_path):
+    _drop(window, _sketch_file(tmp_path / "photo.jpg"))
+    assert "carries no generation settings" in window.banner.text()
+    assert "pick a model with a ControlNet" in window.banner.text()
