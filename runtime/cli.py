@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -196,3 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("LINEA_DEBUG"):
+            raise
+        print(f"error: unexpected failure: {exc!r}", file=sys.stderr)
+        print("what to do: run again with LINEA_DEBUG=1 for the full details, and report them.",
+              file=sys.stderr)
+        return 1

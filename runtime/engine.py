@@ -248,9 +248,10 @@ class Engine:
         cancel = cancel or CancelToken()
         try:
             resolved = self.resolve(request)
-            load_s = self.load(on_event)
+            load_s = 0.0
             while True:
                 try:
+                    load_s += self.load(on_event)
                     result = self._generate_once(resolved, on_event, cancel, previews)
                     break
                 except torch.OutOfMemoryError as exc:
@@ -261,7 +262,11 @@ class Engine:
                             "Make a smaller image, close other GPU programs, or pick a smaller "
                             "model.") from exc
                     log.warning("Out of memory under plan %s; trying %s", self.plan, following)
-                    self.switch_plan(following)
+                    if self.loaded:
+                        self.switch_plan(following)
+                    else:  # ran out while loading: start the load again under the leaner plan
+                        self.unload()
+                        self.plan = following
                     on_event(Event(EventKind.PLAN, f"Out of memory: retrying with "
                                                    f"{following.description}"))
             result.timings["load_s"] = load_s

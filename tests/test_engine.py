@@ -128,3 +128,23 @@ def test_text_encoder_is_8bit_and_close_to_unquantised(sana_tiny):
         a.embeds[0][valid].float(), b.embeds[0][valid].float(), dim=-1)
     assert cosine.mean() > 0.99
     assert cosine.min() > 0.95
+
+
+def test_out_of_memory_while_loading_retries_the_load_with_a_leaner_plan(sana_tiny,
+                                                                          monkeypatch):
+    from runtime import loader
+
+    engine = Engine(sana_tiny, device="cpu", plan=MemoryPlan.RESIDENT)
+    original = loader.load_text_encoder
+    failures = [1]
+
+    def flaky_load(*args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise torch.OutOfMemoryError("simulated: out of memory while loading")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loader, "load_text_encoder", flaky_load)
+    result = engine.generate(GenerationRequest("a cat", width=64, height=64, steps=1),
+                             previews=False)
+    assert result.plan is MemoryPlan.RELEASE_ENCODER and result.images
