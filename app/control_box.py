@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -25,11 +26,17 @@ PREVIEW_SIDE = 150
 
 
 class ControlBox(QGroupBox):
+    sketch_changed = Signal()
+
     def __init__(self) -> None:
         super().__init__("Sketch to image")
         self.path: str | None = None
+        self.pad = None
         layout = QFormLayout(self)
         buttons = QHBoxLayout()
+        self.draw_button = QPushButton("&Draw...")
+        self.draw_button.clicked.connect(self.open_pad)
+        buttons.addWidget(self.draw_button)
         self.load_button = QPushButton("&Load...")
         self.load_button.clicked.connect(self._browse)
         self.paste_button = QPushButton("&Paste")
@@ -55,7 +62,26 @@ class ControlBox(QGroupBox):
         self.scale.setValue(1.0)
         self.scale.setAccessibleName("Control scale")
         layout.addRow("Follow &strength", self.scale)
+        self.live = QCheckBox("L&ive: regenerate while drawing")
+        layout.addRow(self.live)
         self.error = ""
+
+    def open_pad(self):
+        from app.sketch_pad import SketchPad
+
+        if self.pad is None:
+            self.pad = SketchPad()
+            self.pad.setWindowFlag(Qt.WindowType.Tool)
+            self.pad.canvas.changed.connect(self._sketch_drawn)
+        self.pad.show()
+        self.pad.raise_()
+        return self.pad
+
+    def _sketch_drawn(self) -> None:
+        """Each version of the sketch is its own file, so every image keeps the sketch it
+        followed."""
+        if self.set_qimage(self.pad.canvas.image):
+            self.sketch_changed.emit()
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(

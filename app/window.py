@@ -41,6 +41,7 @@ from runtime.device import fits
 from runtime.paths import user_log_dir
 
 log = logging.getLogger(__name__)
+LIVE_DEBOUNCE_MS = 350
 
 
 def about_text() -> str:
@@ -70,6 +71,7 @@ class MainWindow(QMainWindow):
         self.history = History()
         self.cancel_token: CancelToken | None = None
         self.busy = False
+        self.live_pending = False
         self.started_at = 0.0
         self.worker_thread = WorkerThread()
         self.worker_thread.start()
@@ -88,6 +90,11 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         self.panel = GenerationPanel()
         self.panel.generate_requested.connect(self.generate)
+        self.live_timer = QTimer(self)
+        self.live_timer.setSingleShot(True)
+        self.live_timer.setInterval(LIVE_DEBOUNCE_MS)
+        self.live_timer.timeout.connect(self._live_tick)
+        self.panel.control.sketch_changed.connect(self._on_sketch_changed)
         self.panel.cancel_button.clicked.connect(self.cancel)
         scroll = QScrollArea()
         scroll.setWidget(self.panel)
@@ -274,6 +281,19 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat(text)
+        if self.live_pending:  # the sketch changed while this image was made: newest wins
+            self.live_pending = False
+            QTimer.singleShot(0, self.generate)
+
+    def _on_sketch_changed(self) -> None:
+        if self.panel.control.live.isChecked():
+            self.live_timer.start()  # restarts: quick strokes collapse into one request
+
+    def _live_tick(self) -> None:
+        if self.busy:
+            self.live_pending = True
+        elif self.panel.prompt.toPlainText().strip():
+            self.generate()
 
     def _on_finished(self, made: list[Made], timings: dict) -> None:
         self._finish("Done")

@@ -243,3 +243,51 @@ def test_a_model_without_controlnet_refuses_a_dropped_photo(qtbot, window, tmp_p
     _drop(window, _sketch_file(tmp_path / "photo.jpg"))
     assert "carries no generation settings" in window.banner.text()
     assert "pick a model with a ControlNet" in window.banner.text()
+
+
+def test_sketch_pad_undo_redo_and_line_map(qtbot, control_window):
+    from PySide6.QtCore import QPoint
+
+    pad = control_window.panel.control.open_pad()
+    canvas = pad.canvas
+    before = canvas.image.copy()
+    canvas.draw_stroke([QPoint(100, 100), QPoint(400, 100)])
+    assert canvas.image != before
+    drawn = canvas.image.copy()
+    canvas.undo()
+    assert canvas.image == before
+    canvas.redo()
+    assert canvas.image == drawn
+    pad._set_eraser(True)
+    canvas.draw_stroke([QPoint(100, 100), QPoint(400, 100)])
+    assert canvas.image.pixelColor(250, 100).name() == "#ffffff"
+    pad._set_eraser(False)
+    canvas.draw_stroke([QPoint(256, 50), QPoint(256, 450)])
+    assert control_window.panel.control.path is not None
+    assert "sketch" in control_window.panel.control.note.text()
+    pad.grab().save(str(SHOTS / "sketch-pad.png"))
+    pad.close()
+
+
+def test_live_mode_coalesces_quick_strokes(qtbot, control_window):
+    from PySide6.QtCore import QPoint
+
+    win = control_window
+    win.panel.prompt.setPlainText("a round window")
+    win.panel.width_box.setValue(64)
+    win.panel.height_box.setValue(64)
+    win.panel.steps.setValue(2)
+    win.panel.control.live.setChecked(True)
+    runs = []
+    win.worker_thread.submit.connect(lambda job: runs.append(job.request.control_image))
+    canvas = win.panel.control.open_pad().canvas
+    for k in range(10):
+        canvas.draw_stroke([QPoint(20 + 40 * k, 50), QPoint(20 + 40 * k, 450)])
+        qtbot.wait(30)
+    qtbot.waitUntil(lambda: len(runs) >= 1 and not win.busy and not win.live_timer.isActive()
+                    and not win.live_pending, timeout=WAIT_MS)
+    qtbot.wait(200)
+    assert 1 <= len(runs) <= 2
+    assert runs[-1] == win.panel.control.path  # the newest sketch was the last one made
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    win.panel.control.pad.close()
