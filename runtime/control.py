@@ -26,9 +26,12 @@ def control_pixels(image: Image.Image, width: int, height: int, scale: int) -> t
     return processor.preprocess(image.convert("RGB"), height=height, width=width)
 
 
-def read_control_image(path: str | Path, thickness: int = 2) -> tuple[Image.Image, str]:
+def read_control_image(path: str | Path, thickness: int = 2,
+                       size: tuple[int, int] | None = None) -> tuple[Image.Image, str]:
     """The line map the ControlNet sees, made from a line map, a sketch or a photo, and which
-    of the three the image was taken for."""
+    of the three the image was taken for. With `size` (width, height) the image is fitted to it
+    (cropped to the aspect ratio, never squashed) before lines are drawn, so the line thickness
+    is in the generated image's pixels."""
     from runtime.images import ImageInputError, load_image
     from runtime.sketch import auto_control
 
@@ -37,7 +40,7 @@ def read_control_image(path: str | Path, thickness: int = 2) -> tuple[Image.Imag
     except ImageInputError as exc:
         raise RequestError(f"The control image cannot be used: {exc}",
                            "Use a PNG, JPEG or WebP sketch, photo or line map.") from exc
-    return auto_control(image, thickness)
+    return auto_control(image, thickness, size)
 
 
 def encode_control(vae: torch.nn.Module, image: Image.Image, width: int, height: int,

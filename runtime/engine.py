@@ -406,7 +406,8 @@ class Engine:
         request = resolved.request
         if not request.control_image:
             return {}
-        image, kind = read_control_image(request.control_image)
+        image, kind = read_control_image(request.control_image,
+                                         size=(resolved.width, resolved.height))
         log.info("control image %s read as a %s", request.control_image, kind)
         vae = self._parts.vae.to(self.device)
         latent = encode_control(vae, image, resolved.width, resolved.height,
