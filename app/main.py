@@ -9,7 +9,8 @@ from logging.handlers import RotatingFileHandler
 from runtime.paths import user_log_dir
 
 
-def setup_logging() -> None:
+def setup_logging() -> logging.Handler:
+    """Log to a rotating file in the user log folder (Help > Open log file shows it)."""
     folder = user_log_dir()
     folder.mkdir(parents=True, exist_ok=True)
     handler = RotatingFileHandler(folder / "linea.log", maxBytes=2_000_000, backupCount=3,
@@ -18,6 +19,12 @@ def setup_logging() -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    return handler
+
+
+def _log_uncaught(kind, value, trace) -> None:
+    """An exception escaping a slot on the UI thread is logged; Qt carries on."""
+    logging.getLogger("linea").error("uncaught error", exc_info=(kind, value, trace))
 
 
 def run_app(argv: list[str]) -> int:
@@ -25,11 +32,12 @@ def run_app(argv: list[str]) -> int:
         import torch  # noqa: F401  (before Qt, or c10.dll fails to load: WinError 1114)
     from PySide6.QtWidgets import QApplication
 
-    from app.settings import Settings
-    from app.theme import apply_theme
-    from app.window import MainWindow
+    from app.viewmodels.settings import Settings
+    from app.widgets.theme import apply_theme
+    from app.widgets.window import MainWindow
 
     setup_logging()
+    sys.excepthook = _log_uncaught
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     app.setApplicationName("Linea")
     settings = Settings.load()

@@ -11,7 +11,7 @@ from runtime.catalog import (
     identify,
     resolve_model,
 )
-from runtime.device import DeviceInfo, MemoryPlan, detect_device
+from runtime.device import DeviceInfo, MemoryPlan, detect_device, fits
 from runtime.errors import (
     CancelledError,
     CorruptWeightsError,
@@ -24,6 +24,7 @@ from runtime.errors import (
     UnsafeWeightsError,
 )
 from runtime.events import CancelToken, Event, EventHandler, EventKind
+from runtime.images import ImageInputError, load_image
 from runtime.output import next_free_path, numbered_paths, read_request, save_png
 from runtime.request import (
     ASPECT_PRESETS_1024,
@@ -42,11 +43,16 @@ def __getattr__(name: str):
         from runtime import engine
 
         return getattr(engine, name)
+    if name in ("auto_control", "PHOTO_NOTE"):
+        from runtime import sketch
+
+        return getattr(sketch, name)
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")
 
 
 __all__ = [
     "ASPECT_PRESETS_1024",
+    "PHOTO_NOTE",
     "CancelToken",
     "CancelledError",
     "CatalogProblem",
@@ -58,6 +64,7 @@ __all__ = [
     "EventKind",
     "GenerationRequest",
     "GenerationResult",
+    "ImageInputError",
     "LineaError",
     "MemoryPlan",
     "ModelFolderError",
@@ -69,10 +76,13 @@ __all__ = [
     "Sampler",
     "UnsafeWeightsError",
     "aspect_presets",
+    "auto_control",
     "default_model",
     "detect_device",
     "find_models",
+    "fits",
     "identify",
+    "load_image",
     "next_free_path",
     "numbered_paths",
     "random_seed",

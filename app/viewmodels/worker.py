@@ -1,9 +1,13 @@
 """The generation worker: a QThread that owns the engine.
 
-A thread, not a process: the model stays loaded between images (a process would have to reload
-it or ship tensors across), and the runtime turns every failure it can meet into a typed error,
-which the worker reports instead of dying. The UI thread never waits on it: requests go in through
-a queued signal, events come back through signals, and cancelling sets a thread-safe token.
+A thread, not a process, chosen knowingly: the model stays loaded between images (a process
+would have to reload it, or ship every preview and image across a pipe), and the runtime turns
+every failure it can meet (bad folder, out of memory, NaNs) into a typed error, which the worker
+reports instead of dying; anything else is caught, logged in full and reported too. What a
+thread cannot survive is a crash inside native code, which would take the window with it.
+The UI thread never waits on the worker: jobs go in through a queued signal, events come back
+through signals (Qt queues them to the UI thread), and cancelling sets a thread-safe token.
+Everything heavy happens here, including the first `import torch` (seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from PIL import Image
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtGui import QImage
 
+from app.viewmodels.history import IMAGE_STEM, make_thumbnail
 from runtime import (
     CancelledError,
     CancelToken,
@@ -25,11 +30,15 @@ from runtime import (
     GenerationRequest,
     LineaError,
     MemoryPlan,
+    ModelInfo,
+    default_model,
+    detect_device,
     next_free_path,
     save_png,
 )
 
 log = logging.getLogger(__name__)
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,21 @@ class Job:
 
 @dataclass(frozen=True)
 class Made:
+    """One finished image: saved, thumbnailed, ready for the history."""
+
+    entry_id: str
     path: Path
-    image: Image.Image
+    thumb: Path
     record: dict
+    image: QImage
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    name: str
+    summary: str
+    free: str
+    fits: dict[str, bool]  # model folder -> whether it fits this device
 
 
 def to_qimage(image: Image.Image) -> QImage:
@@ -62,12 +83,33 @@ class GenerationWorker(QObject):
     finished = Signal(object, object)  # list[Made], timings dict
     failed = Signal(str, str)  # message, hint
     cancelled = Signal()
-    device_info = Signal(str, str)  # device summary, memory plan description
+    plan_used = Signal(str)  # the memory plan's description
+    device_found = Signal(object)  # DeviceReport
+    stand_in = Signal(object)  # ModelInfo: made when no model folder was found
 
     def __init__(self) -> None:
         super().__init__()
         self._engine = None
         self._engine_key: tuple | None = None
+
+    @Slot(str, object, object)
+    def probe(self, preference: str, models: list[ModelInfo], model_dirs: tuple) -> None:
+        """Find the device and which models fit it (imports torch: never on the UI thread).
+        With no model at all, the runtime's stand-in is written first (it builds one)."""
+        from runtime import fits
+
+        if not models:
+            models = [default_model(model_dirs)]
+            self.stand_in.emit(models[0])
+        try:
+            device = detect_device(preference)
+        except (RuntimeError, ValueError) as exc:
+            log.warning("device %r unavailable (%s); using the automatic choice", preference, exc)
+            device = detect_device("auto")
+        free = f"{device.free_bytes / GIB:.1f} of {device.total_bytes / GIB:.1f} GiB free"
+        name = f"CPU ({device.cpu_threads} threads)" if device.is_cpu else device.name
+        self.device_found.emit(DeviceReport(name, device.summary(), free,
+                                            {str(m.path): fits(device, m) for m in models}))
 
     def _engine_for(self, job: Job):
         from runtime import Engine
@@ -91,15 +133,15 @@ class GenerationWorker(QObject):
     def run(self, job: Job) -> None:
         try:
             engine = self._engine_for(job)
-            self.device_info.emit(engine.device_info.summary(), engine.plan.description)
             result = engine.generate(job.request, on_event=self._forward, cancel=job.cancel)
             job.output_dir.mkdir(parents=True, exist_ok=True)
             made = []
             for index, image in enumerate(result.images):
                 record = result.record(index)
-                path = save_png(image, next_free_path(job.output_dir, "linea"), record)
-                made.append(Made(path, image, record))
-            self.device_info.emit(engine.device_info.summary(), result.plan.description)
+                path = save_png(image, next_free_path(job.output_dir, IMAGE_STEM), record)
+                entry_id, thumb = make_thumbnail(image)
+                made.append(Made(entry_id, path, thumb, record, to_qimage(image)))
+            self.plan_used.emit(result.plan.description)
             self.finished.emit(made, {**result.timings, "warnings": result.warnings})
         except CancelledError:
             self.cancelled.emit()
@@ -118,15 +160,22 @@ class WorkerThread(QThread):
     """Owns the worker object and the thread it runs on."""
 
     submit = Signal(object)
+    probe = Signal(str, object, object)
 
     def __init__(self) -> None:
         super().__init__()
         self.worker = GenerationWorker()
         self.worker.moveToThread(self)
         self.submit.connect(self.worker.run)
+        self.probe.connect(self.worker.probe)
+        self.finished.connect(self.worker.deleteLater)
 
-    def stop(self, wait_ms: int = 5000) -> None:
+    def stop(self, wait_s: float = 10.0) -> bool:
+        """Let the job in flight end (cancel it first), then stop; False if it would not."""
         self.quit()
-        deadline = time.monotonic() + wait_ms / 1000
+        deadline = time.monotonic() + wait_s
         while self.isRunning() and time.monotonic() < deadline:
             self.wait(100)
+        if self.isRunning():
+            log.error("the generation thread did not stop within %.0f s", wait_s)
+        return not self.isRunning()

@@ -61,13 +61,13 @@ class ControlBox(QGroupBox):
         self.scale.setSingleStep(0.1)
         self.scale.setValue(1.0)
         self.scale.setAccessibleName("Control scale")
-        layout.addRow("Follow &strength", self.scale)
+        layout.addRow("Follow s&trength", self.scale)
         self.live = QCheckBox("L&ive: regenerate while drawing")
         layout.addRow(self.live)
         self.error = ""
 
     def open_pad(self):
-        from app.sketch_pad import SketchPad
+        from app.widgets.sketch_pad import SketchPad
 
         if self.pad is None:
             self.pad = SketchPad()
@@ -105,8 +105,7 @@ class ControlBox(QGroupBox):
 
     def set_image(self, path: Path) -> bool:
         """Read the image and show the line map made from it; False, with `error`, if unusable."""
-        from runtime.images import ImageInputError, load_image
-        from runtime.sketch import PHOTO_NOTE, auto_control
+        from runtime import PHOTO_NOTE, ImageInputError, auto_control, load_image
 
         try:
             control, kind = auto_control(load_image(path))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.storage import read_json, write_json_atomic
+from app.viewmodels.storage import read_json, write_json_atomic
 from runtime.paths import default_output_dir, user_data_dir
 
 PERFORMANCE_PRESETS = {

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QListWidget,
     QPushButton,
@@ -18,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.settings import PERFORMANCE_PRESETS, THEMES, Settings
+from app.viewmodels.settings import PERFORMANCE_PRESETS, THEMES, Settings
 
 
 def _combo(options: dict[str, str], current: str) -> QComboBox:
@@ -33,6 +34,7 @@ class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
+        self.setSizeGripEnabled(True)
         self._settings = settings
         form = QFormLayout()
         out_row = QHBoxLayout()
@@ -41,7 +43,7 @@ class SettingsDialog(QDialog):
         browse.clicked.connect(self._browse_output)
         out_row.addWidget(self.output, 1)
         out_row.addWidget(browse)
-        form.addRow("&Output folder", out_row)
+        form.addRow(QLabel("&Output folder", buddy=self.output), out_row)
 
         self.model_dirs = QListWidget()
         self.model_dirs.addItems(settings.extra_model_dirs)
@@ -55,7 +57,7 @@ class SettingsDialog(QDialog):
         dir_box = QVBoxLayout()
         dir_box.addWidget(self.model_dirs)
         dir_box.addLayout(dir_buttons)
-        form.addRow("Extra &model folders", dir_box)
+        form.addRow(QLabel("Extra &model folders", buddy=self.model_dirs), dir_box)
 
         self.device = _combo({"auto": "Automatic (GPU if present)", "cuda": "NVIDIA GPU (CUDA)",
                               "cpu": "CPU (slow)"}, settings.device)

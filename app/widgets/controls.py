@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -23,10 +22,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.control_box import ControlBox
+from app.widgets.control_box import ControlBox
 from runtime import GenerationRequest, ModelInfo, aspect_presets, random_seed
 
 CUSTOM = "Custom"
+FIT_NOTES = {True: "Fits this device.",
+             False: "May not fit this device's memory: expect a slow run, or pick a smaller "
+                    "model."}
+
+
+def model_label(model: ModelInfo, fits: bool | None) -> str:
+    """Name, family and size, and whether it fits (unknown until the device is found)."""
+    mark = {None: "", True: "", False: "  (may not fit)"}[fits]
+    return f"{model.name}: {model.description}{mark}"
 
 
 class GenerationPanel(QWidget):
@@ -36,6 +44,8 @@ class GenerationPanel(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.models: list[ModelInfo] = []
+        self._last_in_mode: dict[bool, str] = {}  # fast? -> path of the model last picked in it
+        self.fits: dict[str, bool] = {}
         self.last_seed: int | None = None
         layout = QVBoxLayout(self)
 
@@ -46,19 +56,23 @@ class GenerationPanel(QWidget):
         layout.addWidget(QLabel("&Prompt", buddy=self.prompt))
         layout.addWidget(self.prompt, 2)
 
-        self.negative_box = QGroupBox("Negative prompt")
+        # Collapsed until wanted: most prompts need no negative prompt, and a hidden one is
+        # not applied, so what is sent is what is shown.
+        self.negative_box = QToolButton()
+        self.negative_box.setText("&Negative prompt")
         self.negative_box.setCheckable(True)
-        self.negative_box.setChecked(False)
-        self.negative_box.setFlat(True)
-        negative_layout = QVBoxLayout(self.negative_box)
+        self.negative_box.setAutoRaise(True)
+        self.negative_box.setArrowType(Qt.ArrowType.RightArrow)
+        self.negative_box.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.negative = QPlainTextEdit()
         self.negative.setPlaceholderText("What to keep out of the image")
+        self.negative.setAccessibleName("Negative prompt")
         self.negative.setTabChangesFocus(True)
         self.negative.setMaximumHeight(70)
         self.negative.setVisible(False)
-        negative_layout.addWidget(self.negative)
-        self.negative_box.toggled.connect(self.negative.setVisible)
+        self.negative_box.toggled.connect(self._show_negative)
         layout.addWidget(self.negative_box)
+        layout.addWidget(self.negative)
 
         form = QFormLayout()
         self.model = QComboBox()
@@ -140,17 +154,40 @@ class GenerationPanel(QWidget):
 
     # ----- models --------------------------------------------------------------------------
 
-    def set_models(self, models: list[ModelInfo], fits: dict[str, bool], preferred: str) -> None:
+    def _show_negative(self, shown: bool) -> None:
+        self.negative.setVisible(shown)
+        self.negative_box.setArrowType(Qt.ArrowType.DownArrow if shown
+                                       else Qt.ArrowType.RightArrow)
+
+    def set_models(self, models: list[ModelInfo], preferred: str) -> None:
+        """List the models; whether each fits the device comes later (`set_fits`), from the
+        worker, so listing never waits for torch."""
         self.models = models
         self.model.blockSignals(True)
         self.model.clear()
         for model in models:
-            note = "" if fits.get(str(model.path), True) else " (may not fit this device)"
-            self.model.addItem(f"{model.name}: {model.description}{note}", str(model.path))
+            self.model.addItem(model_label(model, None), str(model.path))
         index = max(0, self.model.findData(preferred))
         self.model.blockSignals(False)
         self.model.setCurrentIndex(index)
         self._on_model()
+
+    def set_fits(self, fits: dict[str, bool]) -> None:
+        self.fits = fits
+        for i, model in enumerate(self.models):
+            self.model.setItemText(i, model_label(model, fits.get(str(model.path))))
+        self._show_note()
+
+    def _show_note(self) -> None:
+        model = self.current_model()
+        if model is None:
+            return
+        fit = self.fits.get(str(model.path))
+        lines = [FIT_NOTES[fit]] if fit is not None else []
+        if model.family.knows:
+            lines.append(model.family.knows)
+        self.model_note.setText("\n".join(lines))
+        self.model_note.setVisible(bool(lines))
 
     def current_model(self) -> ModelInfo | None:
         index = self.model.currentIndex()
@@ -164,8 +201,7 @@ class GenerationPanel(QWidget):
         self.steps.setRange(*family.step_range)
         self.steps.setValue(family.default_steps)
         self.guidance.setValue(family.default_guidance)
-        self.model_note.setText(family.knows)
-        self.model_note.setVisible(bool(family.knows))
+        self._show_note()
         self.width_box.setMaximum(model.max_side)
         self.height_box.setMaximum(model.max_side)
         self.aspect.blockSignals(True)
@@ -182,10 +218,15 @@ class GenerationPanel(QWidget):
         self.mode.blockSignals(True)
         self.mode.setCurrentIndex(1 if family.key == "sana-sprint" else 0)
         self.mode.blockSignals(False)
+        self._last_in_mode[family.key == "sana-sprint"] = str(model.path)
         self.model_changed.emit()
 
     def _on_mode(self, index: int) -> None:
         want_fast = index == 1
+        last = self.model.findData(self._last_in_mode.get(want_fast))
+        if last >= 0:  # back to the model picked the last time this mode was on
+            self.model.setCurrentIndex(last)
+            return
         for i, model in enumerate(self.models):
             if (model.family.key == "sana-sprint") == want_fast:
                 self.model.setCurrentIndex(i)

@@ -1,0 +1,1 @@
+"""State without widgets: settings, history, the generation session and its worker thread."""

@@ -1,0 +1,1 @@
+"""The widgets: they show the view-models' state and forward what the user does."""

@@ -1,0 +1,114 @@
+"""The window makes images: type a prompt, generate, see it in the history and on disk; cancel;
+the controls follow the model; seeds lock and come back."""
+
+from pathlib import Path
+
+from PIL import Image
+from PySide6.QtCore import Qt
+
+from runtime import read_request
+from tests.gui_fixtures import (  # noqa: F401  (fixtures)
+    WAIT_MS,
+    control_window_fixture,
+    generate,
+    models_dir_fixture,
+    screenshot,
+    select_model,
+    set_small,
+    window_fixture,
+)
+
+
+def test_typed_prompt_makes_an_image_in_the_history_and_on_disk(qtbot, window, data_dir):
+    qtbot.waitUntil(lambda: bool(window.panel.fits), timeout=WAIT_MS)
+    screenshot(window, "empty")
+    assert window.stack.currentWidget() is window.placeholder
+    window.panel.prompt.setFocus()
+    select_model(window, "tiny-sana")
+    set_small(window, size=128, steps=3)
+    qtbot.keyClicks(window.panel.prompt, "a red circle")
+    window.panel.generate_button.click()
+    assert window.busy and not window.panel.generate_button.isEnabled()
+    qtbot.waitUntil(lambda: not window.busy, timeout=WAIT_MS)
+
+    assert window.progress.format() == "Done", window.banner.text()
+    assert window.history.count() == 1
+    entry = window.selected_entry()
+    png = Path(entry.path)
+    assert png.parent == data_dir / "images" and png.name == "linea-00001.png"
+    with Image.open(png) as image:
+        assert image.size == (128, 128)
+        assert "a red circle" in image.text["parameters"]
+    request = read_request(png)
+    assert (request.prompt, request.steps, request.model) == ("a red circle", 3, "tiny-sana")
+    assert Path(entry.thumb).is_file()
+    assert window.stack.currentWidget() is window.view and window.view.has_image()
+    assert "1 image in" in window.timing.text() and png.name in window.timing.text()
+    assert window.timing.toolTip() == str(png)
+    assert window.status_timing.text().startswith("Last: ")
+    assert window.panel.generate_button.isEnabled()
+    screenshot(window, "result")
+
+
+def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):
+    select_model(window, "tiny-sana")
+    window.panel.prompt.setPlainText("a blue star")
+    set_small(window, size=128, steps=100)
+    previews = []
+    window.session.preview.connect(previews.append)
+    window.panel.prompt.setFocus()
+    qtbot.keyClick(window.panel.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert window.busy
+    qtbot.waitUntil(lambda: len(previews) >= 2, timeout=WAIT_MS)
+    assert window.progress.format().startswith("Step ")
+    assert window.progress.maximum() == 100
+    assert not previews[-1].isNull()
+    screenshot(window, "generating")
+    qtbot.keyClick(window.panel.prompt, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not window.busy, timeout=WAIT_MS)
+    assert window.progress.format() == "Cancelled"
+    assert len(previews) < 100
+    assert window.history.count() == 0
+    assert window.panel.prompt.toPlainText() == "a blue star"
+
+
+def test_steps_follow_the_model_family_and_the_fast_mode_picks_sprint(qtbot, window):
+    panel = window.panel
+    select_model(window, "tiny-sana")
+    assert panel.steps.value() == 20 and panel.mode.currentText() == "Quality"
+    assert panel.mode.isEnabled()
+    panel.mode.setCurrentIndex(1)
+    model = panel.current_model()
+    assert model.name == "tiny-sprint"
+    low, high = model.family.step_range
+    assert (panel.steps.minimum(), panel.steps.maximum()) == (low, high)
+    assert panel.steps.value() == model.family.default_steps <= 4
+    panel.mode.setCurrentIndex(0)
+    assert panel.current_model().name == "tiny-sana" and panel.steps.maximum() >= 20
+
+
+def test_model_list_says_whether_each_model_fits_the_device(qtbot, window):
+    qtbot.waitUntil(lambda: bool(window.panel.fits), timeout=WAIT_MS)
+    assert set(window.panel.fits) == {str(m.path) for m in window.panel.models}
+    assert "Fits this device" in window.panel.model_note.text()
+    assert window.status_device.text().startswith("Device: ")
+    assert "GiB free" in window.status_memory.text()
+    assert window.status_plan.text().startswith("Plan: ")
+
+
+def test_unlocked_seeds_change_and_the_last_seed_can_be_reused(qtbot, window):
+    window.panel.count.setValue(2)
+    generate(qtbot, window, prompt="a small house", steps=2, size=64)
+    assert window.history.count() == 2
+    seeds = [e.record["seed"] for e in window.history.entries()]
+    assert len(set(seeds)) == 2
+    window.panel.lock_seed.setChecked(False)
+    window.panel.count.setValue(1)
+    generate(qtbot, window, prompt="a small house", steps=2, size=64)
+    newest = window.selected_entry().record["seed"]
+    assert newest not in seeds
+    window.panel.seed.setText("1")
+    window.panel.reuse_seed.click()
+    assert int(window.panel.seed.text()) == newest and window.panel.lock_seed.isChecked()
+    generate(qtbot, window, prompt="a small house", steps=2, size=64)
+    assert window.selected_entry().record["seed"] == newest
