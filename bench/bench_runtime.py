@@ -2,6 +2,11 @@
 
     python -m bench.bench_runtime --family sana-600m            # CPU: tiny replica, 256px
     python -m bench.bench_runtime --family sana-600m --full --device cuda --size 1024 --cap-gb 16
+    python -m bench.bench_runtime --family sprint-controlnet-600m --full --device cuda --size 1024
+
+ControlNet families follow a drawn sketch (control scale 1.0) on both sides. diffusers has no
+pipeline pairing SANA-Sprint with a ControlNet, so for `sprint-controlnet-600m` the reference is
+its SanaSprintPipeline on the same folder without the ControlNet (the report says so).
 
 Both sides load the same folder with the same precision policy (DiT in its checkpoint's half
 precision, DC-AE bf16, Gemma LLM.int8 with bf16 compute on CUDA). "fresh" runs use a new prompt
@@ -62,6 +67,21 @@ def _median(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rows), 4) for k in rows[0]}
 
 
+def sketch_file(size: int) -> Path:
+    """A drawn sketch: dark strokes on white, as the sketch pad makes them."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((size // 6, size // 5, size * 5 // 6, size * 4 // 5), outline="black",
+                 width=max(2, size // 128))
+    draw.line((size // 8, size * 7 // 8, size * 7 // 8, size // 8), fill="black",
+              width=max(2, size // 128))
+    path = Path(tempfile.mkdtemp(prefix="linea-bench-")) / "sketch.png"
+    image.save(path)
+    return path
+
+
 def bench_ours(folder: Path, args) -> dict:
     from runtime import Engine, GenerationRequest
 
@@ -73,7 +93,7 @@ def bench_ours(folder: Path, args) -> dict:
 
     def request(prompt: str, seed: int) -> GenerationRequest:
         return GenerationRequest(prompt, width=args.size, height=args.size, steps=args.steps,
-                                 seed=seed)
+                                 seed=seed, control_image=args.control)
 
     for warm in range(2):
         engine.generate(request(PROMPTS[-1 - warm], warm), previews=False)
@@ -133,6 +153,11 @@ def bench_reference(folder: Path, args) -> dict:
     pipe = _reference_pipeline(folder, args)
     load_s = time.perf_counter() - start
     sprint = type(pipe).__name__ == "SanaSprintPipeline"
+    control = None
+    if args.control and type(pipe).__name__ == "SanaControlNetPipeline":
+        from runtime import auto_control
+
+        control = auto_control(_open_rgb(args.control), size=(args.size, args.size))[0]
 
     def call(prompt: str, seed: int, **extra):
         kwargs = {"num_inference_steps": args.steps, "height": args.size, "width": args.size,
@@ -140,6 +165,8 @@ def bench_reference(folder: Path, args) -> dict:
                   "use_resolution_binning": False, **extra}
         if sprint and args.steps != 2:
             kwargs["intermediate_timesteps"] = None
+        if control is not None:
+            kwargs["control_image"] = control
         return pipe(prompt, **kwargs)
 
     for warm in range(2):
@@ -186,6 +213,13 @@ def bench_reference(folder: Path, args) -> dict:
     return report
 
 
+def _open_rgb(path: str):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def versions() -> dict[str, str]:
     import diffusers
     import transformers
@@ -217,6 +251,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.steps = args.steps or (2 if args.family.startswith("sprint") else 20)
+    args.control = (str(sketch_file(args.size)) if args.family.endswith("controlnet-600m")
+                    else None)
     if args.device == "cuda" and args.cap_gb:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gb * 2**30 / total))
@@ -244,6 +280,9 @@ def main() -> None:
         "steps": args.steps, "runs": args.runs,
         "device": device_name, "gpu_memory_cap_gb": args.cap_gb, "versions": versions(),
         "date": time.strftime("%Y-%m-%d"), "linea": ours, "diffusers": reference,
+        "follows_a_sketch": {"linea": bool(args.control),
+                             "diffusers": bool(args.control)
+                             and not args.family.startswith("sprint")},
         "ratio_fresh_total": round(ours["fresh"]["total_s"] / reference["fresh"]["total_s"], 3),
         "ratio_cached_total": round(ours["cached"]["total_s"] / reference["fresh"]["total_s"], 3),
         "speedup_fresh": round(reference["fresh"]["total_s"] / ours["fresh"]["total_s"], 2),

@@ -29,6 +29,7 @@ FAMILIES: dict[str, str] = {
     "sana-1600m": "SANA 1.6B, 1024px (SanaPipeline, Flow-DPM-Solver, 20 steps)",
     "sprint-600m": "SANA-Sprint 0.6B, 1024px (SanaSprintPipeline, SCM, 1-4 steps)",
     "sana-controlnet-600m": "SANA 0.6B with the 7-block HED ControlNet (SanaControlNetPipeline)",
+    "sprint-controlnet-600m": "SANA-Sprint 0.6B with the 7-block HED ControlNet in controlnet/",
 }
 
 # Perturbation for weights that diffusers or transformers initialise to exactly zero (ControlNet
@@ -163,7 +164,8 @@ def replica_spec(family: str, layers: int | None = None, tiny: bool = False) -> 
 
     base = SANA_1600M if family == "sana-1600m" else SANA_600M
     transformer = dict(base)
-    if family == "sprint-600m":
+    sprint = family.startswith("sprint-")
+    if sprint:
         transformer.update(SPRINT_EXTRA)
     vae = dict(DC_AE_F32C32)
     text_encoder = dict(GEMMA2_2B)
@@ -189,14 +191,16 @@ def replica_spec(family: str, layers: int | None = None, tiny: bool = False) -> 
         scheduler="flow-dpm-solver",
         transformer_dtype=torch.float16,
     )
-    if family == "sprint-600m":
-        return replace(
+    if sprint:
+        spec = replace(
             spec, pipeline="SanaSprintPipeline", scheduler="scm", transformer_dtype=torch.bfloat16
         )
-    if family == "sana-controlnet-600m":
+    if family.endswith("-controlnet-600m"):
         controlnet = {k: v for k, v in transformer.items() if k not in SPRINT_EXTRA}
         controlnet["num_layers"] = controlnet_layers
-        return replace(spec, pipeline="SanaControlNetPipeline", controlnet=controlnet)
+        spec = replace(spec, controlnet=controlnet)
+        if not sprint:
+            spec = replace(spec, pipeline="SanaControlNetPipeline")
     return spec
 
 
@@ -280,11 +284,13 @@ def build_pipeline(spec: ReplicaSpec, seed: int = 0) -> Any:
         "vae": _seeded_model(spec, "vae", spec.vae_dtype, seed + 2),
         "scheduler": _scheduler(spec.scheduler),
     }
-    if spec.controlnet is not None:
-        components["controlnet"] = _seeded_model(
-            spec, "controlnet", spec.transformer_dtype, seed + 3
-        )
+    if spec.controlnet is not None and spec.pipeline == "SanaControlNetPipeline":
+        components["controlnet"] = _seeded_controlnet(spec, seed)
     return getattr(diffusers, spec.pipeline)(**components)
+
+
+def _seeded_controlnet(spec: ReplicaSpec, seed: int) -> Any:
+    return _seeded_model(spec, "controlnet", spec.transformer_dtype, seed + 3)
 
 
 def write_replica(
@@ -302,6 +308,12 @@ def write_replica(
     outdir.mkdir(parents=True, exist_ok=True)
     # 5 GB shards as diffusers' SANA conversion writes them: a full-size Gemma comes in two.
     pipeline.save_pretrained(outdir, safe_serialization=True, max_shard_size="5GB")
+    if spec.controlnet is not None and spec.pipeline != "SanaControlNetPipeline":
+        # No diffusers pipeline pairs Sprint with a ControlNet: it goes in its own folder
+        # beside the components, where Linea's catalogue finds it.
+        _seeded_controlnet(spec, seed).save_pretrained(
+            outdir / "controlnet", safe_serialization=True, max_shard_size="5GB"
+        )
     return outdir
 
 

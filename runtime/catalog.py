@@ -38,6 +38,9 @@ class ModelInfo:
     size_bytes: int
     native_size: int
     max_side: int
+    # A ControlNet rides along: the family's own, or a `controlnet/` folder added beside the
+    # components of a SANA or SANA-Sprint model (Sprint + ControlNet: sketches in 1-4 steps).
+    controlnet: bool = False
 
     @property
     def size_label(self) -> str:
@@ -50,7 +53,8 @@ class ModelInfo:
 
     @property
     def description(self) -> str:
-        return f"{self.family.label} {self.size_label}, {self.native_size}px"
+        extra = " + ControlNet" if self.controlnet and not self.family.controlnet else ""
+        return f"{self.family.label}{extra} {self.size_label}, {self.native_size}px"
 
 
 def _folder_size(path: Path) -> int:
@@ -113,8 +117,11 @@ def identify(path: Path | str, source: str = "added") -> ModelInfo:
     tensors = read_component_tensors(path / "transformer")
     params = {"transformer": parameter_count(tensors)}
     embedding_params = 0
+    added_controlnet = (not facts.family.controlnet
+                        and (path / "controlnet" / "config.json").is_file())
     for component in ("text_encoder", "vae", "controlnet"):
-        if component in facts.family.components:
+        if component in facts.family.components or (component == "controlnet"
+                                                     and added_controlnet):
             found = read_component_tensors(path / component)
             params[component] = parameter_count(found)
             if component == "text_encoder":
@@ -132,6 +139,7 @@ def identify(path: Path | str, source: str = "added") -> ModelInfo:
         size_bytes=_folder_size(path),
         native_size=facts.native_size,
         max_side=facts.max_side,
+        controlnet=facts.family.controlnet or added_controlnet,
     )
 
 

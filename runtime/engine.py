@@ -119,7 +119,13 @@ class Engine:
             folder = Path(controlnet).expanduser().resolve()
             loader.check_controlnet_folder(folder)
             return folder
-        return self.model.path / "controlnet" if self.family.controlnet else None
+        if self.family.controlnet:
+            return self.model.path / "controlnet"
+        if self.model.controlnet:  # a ControlNet folder added to a SANA or Sprint model
+            folder = self.model.path / "controlnet"
+            loader.check_controlnet_folder(folder)
+            return folder
+        return None
 
     @property
     def has_controlnet(self) -> bool:

@@ -1,6 +1,7 @@
 """ControlNet: parity with diffusers' SanaControlNetPipeline (fp32), scale, Sprint, bad input."""
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -66,6 +67,30 @@ def test_sprint_with_a_standalone_controlnet_folder(sprint_tiny, controlnet_tiny
                                                steps=2, control_image=str(line_map)),
                              previews=False)
     assert torch.isfinite(result.latents).all() and result.images[0].size == (128, 128)
+
+
+def test_sprint_folder_with_an_added_controlnet_is_found_and_used(replica_dir, line_map,
+                                                                  tmp_path):
+    from runtime import identify
+
+    folder = replica_dir("sprint-controlnet-600m")
+    model = identify(folder)
+    assert model.family.key == "sana-sprint" and model.controlnet
+    assert "+ ControlNet" in model.description and model.component_params["controlnet"] > 0
+    engine = Engine(model, device="cpu")
+    assert engine.controlnet_path == folder / "controlnet"
+    request = GenerationRequest("a round window", width=128, height=128, steps=2, seed=3)
+    plain = engine.generate(request, previews=False).latents
+    controlled = engine.generate(replace(request, control_image=str(line_map)),
+                                 previews=False).latents
+    assert torch.isfinite(controlled).all() and (plain - controlled).abs().max() > 1e-3
+
+    # A broken added ControlNet is named when the model is opened, not deep in a generation.
+    broken = tmp_path / "sprint-broken"
+    shutil.copytree(folder, broken)
+    (broken / "controlnet" / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    with pytest.raises(ModelFolderError, match="not a SANA ControlNet"):
+        Engine(broken, device="cpu")
 
 
 def test_control_without_a_controlnet_or_with_a_bad_folder(sana_tiny, line_map, tmp_path):

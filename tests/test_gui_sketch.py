@@ -1,6 +1,7 @@
 """Sketch to image in the window, for models with a ControlNet: dropped files and image data,
 the sketch pad, and live mode."""
 
+import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -14,7 +15,9 @@ from tests.gui_fixtures import (  # noqa: F401  (fixtures)
     drop_file,
     drop_mime,
     models_dir_fixture,
+    open_window,
     screenshot,
+    select_model,
     set_small,
     window_fixture,
 )
@@ -98,3 +101,36 @@ def test_live_mode_coalesces_quick_strokes(qtbot, control_window):
     assert runs[-1] == win.panel.control.path  # the newest sketch was the last one made
     qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
     win.panel.control.pad.close()
+
+
+def test_live_mode_on_sprint_with_a_controlnet_is_fast_and_keeps_the_seed(qtbot, data_dir,
+                                                                        replica_dir, tmp_path):
+    folder = tmp_path / "sprint-models"
+    shutil.copytree(replica_dir("sprint-controlnet-600m"), folder / "tiny-sprint-cn")
+    win = open_window(qtbot, folder)
+    try:
+        select_model(win, "tiny-sprint-cn")
+        model = win.panel.current_model()
+        assert model.controlnet
+        assert win.panel.control.isVisibleTo(win)  # a Sprint model with a ControlNet takes sketches
+        win.panel.prompt.setPlainText("a round window")
+        set_small(win, size=64, steps=4)
+        win.panel.count.setValue(3)
+        win.panel.lock_seed.setChecked(False)
+        win.panel.control.live.setChecked(True)
+        jobs = []
+        win.session.worker_thread.submit.connect(lambda job: jobs.append(job.request))
+        canvas = win.panel.control.open_pad().canvas
+        for k in range(2):
+            canvas.draw_stroke([QPoint(30 + 200 * k, 60), QPoint(60 + 200 * k, 400)])
+            qtbot.waitUntil(lambda n=k: len(jobs) > n and not win.busy, timeout=WAIT_MS)
+        assert [(r.steps, r.count) for r in jobs] == [(2, 1), (2, 1)]
+        assert jobs[0].seed == jobs[1].seed  # only the sketch changed the image
+        assert jobs[0].control_image and jobs[1].control_image
+        win.panel.control.pad.close()
+        # A plain Generate keeps the panel's own steps and count.
+        win.panel.control.live.setChecked(False)
+        request = win.panel.request()
+        assert (request.steps, request.count) == (4, 3)
+    finally:
+        win.close()

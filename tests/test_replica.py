@@ -25,6 +25,7 @@ PIPELINES = {
     "sana-1600m": "SanaPipeline",
     "sprint-600m": "SanaSprintPipeline",
     "sana-controlnet-600m": "SanaControlNetPipeline",
+    "sprint-controlnet-600m": "SanaSprintPipeline",  # + controlnet/, found by Linea's catalogue
 }
 
 # Published figures (DESIGN.md, checked facts), in millions of parameters.
@@ -72,11 +73,13 @@ def test_tiny_replica_loads_and_generates(replica_dir, tmp_path, family):
     assert latents.std() > 1e-3
 
 
-@pytest.mark.parametrize("family", ["sana-600m", "sprint-600m", "sana-controlnet-600m"])
+@pytest.mark.parametrize(
+    "family", ["sana-600m", "sprint-600m", "sana-controlnet-600m", "sprint-controlnet-600m"]
+)
 def test_replica_folder_is_diffusers_layout_with_safetensors_only(replica_dir, family):
     folder = replica_dir(family)
     expected = {"model_index.json", "transformer", "vae", "text_encoder", "tokenizer", "scheduler"}
-    if family == "sana-controlnet-600m":
+    if family.endswith("controlnet-600m"):
         expected.add("controlnet")
     assert {p.name for p in folder.iterdir()} == expected
     weights = [
@@ -101,6 +104,8 @@ def test_weights_saved_in_the_real_checkpoints_dtypes(replica_dir):
     transformer_file = "transformer/diffusion_pytorch_model.safetensors"
     assert dtypes(sana / transformer_file) == {torch.float16}
     assert dtypes(sprint / transformer_file) == {torch.bfloat16}
+    sprint_cn = replica_dir("sprint-controlnet-600m") / "controlnet"
+    assert dtypes(sprint_cn / "diffusion_pytorch_model.safetensors") == {torch.bfloat16}
     assert dtypes(sana / "text_encoder/model.safetensors") == {torch.bfloat16}
     assert dtypes(sana / "vae/diffusion_pytorch_model.safetensors") == {torch.float32}
 

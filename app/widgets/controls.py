@@ -31,6 +31,10 @@ FIT_NOTES = {True: "Fits this device.",
                     "model."}
 
 
+# Sprint makes a usable image in one or two steps: live regeneration stays interactive.
+LIVE_SPRINT_STEPS = 2
+
+
 def model_label(model: ModelInfo, fits: bool | None) -> str:
     """Name, family and size, and whether it fits (unknown until the device is found)."""
     mark = {None: "", True: "", False: "  (may not fit)"}[fits]
@@ -212,7 +216,7 @@ class GenerationPanel(QWidget):
         self.aspect.blockSignals(False)
         self.aspect.setCurrentIndex(0)
         self._on_aspect()
-        self.control.setVisible(family.controlnet)
+        self.control.setVisible(model.controlnet)
         kinds = {m.family.key for m in self.models}
         self.mode.setEnabled(bool({"sana-sprint"} & kinds) and len(kinds) > 1)
         self.mode.blockSignals(True)
@@ -252,16 +256,24 @@ class GenerationPanel(QWidget):
             self.seed.setText(str(self.last_seed))
             self.lock_seed.setChecked(True)
 
-    def request(self) -> GenerationRequest:
-        if not self.lock_seed.isChecked():
+    def request(self, live: bool = False) -> GenerationRequest:
+        """The request the controls describe. A live request (regenerating while a sketch is
+        drawn) keeps the seed, so only the sketch changes the image, makes one image, and on a
+        SANA-Sprint model takes at most LIVE_SPRINT_STEPS steps."""
+        if not self.lock_seed.isChecked() and not (live and self.seed.text()):
             self.seed.setText(str(random_seed()))
         model = self.current_model()
+        steps, count = self.steps.value(), self.count.value()
+        if live:
+            count = 1
+            if model is not None and model.family.key == "sana-sprint":
+                steps = min(steps, LIVE_SPRINT_STEPS)
         return GenerationRequest(
             prompt=self.prompt.toPlainText(),
             negative_prompt=self.negative.toPlainText() if self.negative_box.isChecked() else "",
             width=self.width_box.value(), height=self.height_box.value(),
-            steps=self.steps.value(), guidance_scale=round(self.guidance.value(), 2),
-            seed=int(self.seed.text()), count=self.count.value(),
+            steps=steps, guidance_scale=round(self.guidance.value(), 2),
+            seed=int(self.seed.text()), count=count,
             model=model.name if model else "",
             control_image=self.control.path if self.control.isVisible() else None,
             control_scale=round(self.control.scale.value(), 2))

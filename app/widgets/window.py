@@ -223,10 +223,16 @@ class MainWindow(QMainWindow):
     # ----- generation ----------------------------------------------------------------------
 
     def generate(self) -> None:
+        self._generate(live=False)
+
+    def _generate_live(self) -> None:
+        self._generate(live=True)
+
+    def _generate(self, live: bool) -> None:
         if self.busy:
             return
         self.hide_error()
-        if self.session.generate(self.panel.request(), self.panel.current_model()):
+        if self.session.generate(self.panel.request(live=live), self.panel.current_model()):
             self.timing.clear()  # it described the previous image
             self.timing.setToolTip("")
         else:
@@ -239,7 +245,7 @@ class MainWindow(QMainWindow):
         self._set_progress(text, 0, 1)
         if self.live_pending:  # the sketch changed while this image was made: newest wins
             self.live_pending = False
-            QTimer.singleShot(0, self.generate)
+            QTimer.singleShot(0, self._generate_live)
 
     def _on_made(self, entries: list[HistoryEntry], image: QImage, text: str) -> None:
         self.history.list.blockSignals(True)  # the new image is shown as is, not re-read
@@ -262,7 +268,7 @@ class MainWindow(QMainWindow):
         if self.busy:
             self.live_pending = True
         elif self.panel.prompt.toPlainText().strip():
-            self.generate()
+            self._generate_live()
 
     def show_error(self, message: str, hint: str, warning_only: bool = False) -> None:
         self.banner.setProperty("warning", warning_only)
