@@ -64,3 +64,14 @@ def test_about_lists_the_versions_and_the_log_file_is_written(window, data_dir):
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def test_window_carries_the_shipped_icon(window):
+    from PIL import Image
+
+    from runtime.paths import assets_dir
+
+    assert not window.windowIcon().isNull()
+    assert window.windowIcon().availableSizes()  # the PNG was read, not an empty icon
+    with Image.open(assets_dir() / "icons" / "linea.ico") as ico:
+        assert {(16, 16), (32, 32), (48, 48), (256, 256)} <= set(ico.info["sizes"])

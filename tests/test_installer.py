@@ -195,7 +195,8 @@ def test_nsis_script_compiles_without_warnings(tmp_path, split):
     out = tmp_path / "Zoë's installer"  # spaces, apostrophe and non-ASCII in the output path
     files = package.make_installer(folder, out, "0.1.0", "cuda", split=split, vcredist=vcredist,
                                    compressor="zlib", payload_min=100_000,
-                                   archive_limit=500_000)
+                                   archive_limit=500_000, icon=bundle.ICON)
+    assert bundle.ICON.is_file()  # the shipped icon goes into the setup program
     setup = out / "Linea-0.1.0-cuda-setup.exe"
     assert files[0] == setup and setup.read_bytes()[:2] == b"MZ"
     names = sorted(f.name for f in files[1:])

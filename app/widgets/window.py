@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, QUrl
-from PySide6.QtGui import QAction, QDesktopServices, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -37,7 +37,7 @@ from app.widgets.settings_dialog import SettingsDialog
 from app.widgets.theme import apply_theme
 from app.widgets.viewer import ImageView
 from runtime import LineaError, read_request
-from runtime.paths import user_log_dir
+from runtime.paths import assets_dir, user_log_dir
 
 log = logging.getLogger(__name__)
 LIVE_DEBOUNCE_MS = 350
@@ -49,6 +49,9 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Linea")
+        icon = assets_dir() / "icons" / "linea.png"
+        if icon.is_file():
+            self.setWindowIcon(QIcon(str(icon)))
         self.resize(1280, 800)
         self.setAcceptDrops(True)
         self.session = GenerationSession(settings or Settings.load())
