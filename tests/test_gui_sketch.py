@@ -36,7 +36,9 @@ def test_dropped_sketch_file_and_image_data_steer_a_controlnet_model(qtbot, cont
     assert win.panel.control.isVisibleTo(win.panel)
     drop_file(win, _sketch_file(tmp_path / "sketch.jpg"))
     assert win.panel.control.path.endswith("sketch.jpg")
-    assert "sketch" in win.panel.control.note.text()
+    # the line map preview is drawn off the UI thread and follows
+    qtbot.waitUntil(lambda: "sketch" in win.panel.control.note.text(), timeout=WAIT_MS)
+    assert not win.panel.control.preview.pixmap().isNull()
     mime = QMimeData()
     mime.setImageData(QImage(str(tmp_path / "sketch.jpg")))
     drop_mime(win, mime)
@@ -78,7 +80,8 @@ def test_sketch_pad_undo_redo_and_line_map(qtbot, control_window):
     pad._set_eraser(False)
     canvas.draw_stroke([QPoint(256, 50), QPoint(256, 450)])
     assert control_window.panel.control.path is not None
-    assert "sketch" in control_window.panel.control.note.text()
+    qtbot.waitUntil(lambda: "sketch" in control_window.panel.control.note.text(),
+                    timeout=WAIT_MS)
     screenshot(pad, "sketch-pad")
     pad.close()
 
@@ -134,3 +137,27 @@ def test_live_mode_on_sprint_with_a_controlnet_is_fast_and_keeps_the_seed(qtbot,
         assert (request.steps, request.count) == (4, 3)
     finally:
         win.close()
+
+
+def test_line_map_preview_is_drawn_off_the_ui_thread_and_the_newest_image_wins(
+        qtbot, control_window, tmp_path):
+    import numpy as np
+
+    box = control_window.panel.control
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "photo.png"
+    pixels = rng.integers(0, 255, (240, 320, 3)).astype(np.uint8) // 4
+    pixels += np.linspace(0, 180, 320).astype(np.uint8)[None, :, None]
+    Image.fromarray(pixels).save(photo)
+    shown = []
+    box.preview_ready.connect(lambda: shown.append(box.kind))
+    assert box.set_image(photo) and box.set_image(_sketch_file(tmp_path / "sketch.png"))
+    assert box.path.endswith("sketch.png")  # taken at once; the preview follows
+    assert box.wait_for_preview()
+    qtbot.waitUntil(lambda: bool(shown), timeout=WAIT_MS)
+    qtbot.wait(100)
+    assert shown == ["sketch"]  # the photo's preview, now stale, was never shown
+    box.clear()
+    assert box.set_image(photo) and box.wait_for_preview()
+    qtbot.waitUntil(lambda: len(shown) == 2, timeout=WAIT_MS)
+    assert shown[-1] == "photo" and "edge" in box.note.text().lower()

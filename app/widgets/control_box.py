@@ -3,10 +3,11 @@ model will see, and how closely to follow it. Shown for models with a ControlNet
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
@@ -23,10 +24,42 @@ from PySide6.QtWidgets import (
 from runtime.paths import user_data_dir
 
 PREVIEW_SIDE = 150
+# The preview's line map is drawn at about this many pixels: it is shown at 300x150, and a
+# full-size map (the engine draws its own at the image's size) takes a few hundred ms.
+PREVIEW_AREA = 384 * 384
+
+
+class _LineMapJob(QRunnable):
+    """Draws a preview line map off the UI thread, so strokes and drops never wait for it."""
+
+    class Signals(QObject):
+        done = Signal(int, QImage, str)
+
+    def __init__(self, ticket: int, image) -> None:
+        super().__init__()
+        self.ticket, self.image = ticket, image
+        self.signals = _LineMapJob.Signals()
+
+    def run(self) -> None:
+        from runtime import auto_control
+        from runtime.images import fit_to_supported_size
+
+        try:
+            size = fit_to_supported_size(*self.image.size, target_area=PREVIEW_AREA)
+            control, kind = auto_control(self.image, size=size)
+        except Exception:
+            logging.getLogger("linea.gui").exception("line map preview failed")
+            self.signals.done.emit(self.ticket, QImage(), "")
+            return
+        data = control.convert("RGB").tobytes("raw", "RGB")
+        qimage = QImage(data, control.width, control.height, 3 * control.width,
+                        QImage.Format.Format_RGB888).copy()
+        self.signals.done.emit(self.ticket, qimage, kind)
 
 
 class ControlBox(QGroupBox):
     sketch_changed = Signal()
+    preview_ready = Signal()
 
     def __init__(self) -> None:
         super().__init__("Sketch to image")
@@ -65,6 +98,10 @@ class ControlBox(QGroupBox):
         self.live = QCheckBox("L&ive: regenerate while drawing")
         layout.addRow(self.live)
         self.error = ""
+        self.kind = ""  # what the current image was read as: "sketch", "lines" or "photo"
+        self._ticket = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
 
     def open_pad(self):
         from app.widgets.sketch_pad import SketchPad
@@ -104,29 +141,49 @@ class ControlBox(QGroupBox):
         return self.set_image(path)
 
     def set_image(self, path: Path) -> bool:
-        """Read the image and show the line map made from it; False, with `error`, if unusable."""
-        from runtime import PHOTO_NOTE, ImageInputError, auto_control, load_image
+        """Take the image as the control image; False, with `error`, if it is unusable. The
+        file is read and checked here; its line map preview follows from a background thread
+        (`preview_ready`), the newest image winning."""
+        from runtime import ImageInputError, load_image
 
         try:
-            control, kind = auto_control(load_image(path))
+            image = load_image(path)
         except ImageInputError as exc:
             self.error = str(exc)
             return False
         self.error = ""
         self.path = str(path)
-        data = control.convert("RGB").tobytes("raw", "RGB")
-        qimage = QImage(data, control.width, control.height, 3 * control.width,
-                        QImage.Format.Format_RGB888).copy()
-        self.preview.setPixmap(QPixmap.fromImage(qimage).scaled(
-            PREVIEW_SIDE * 2, PREVIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.SmoothTransformation))
+        self._ticket += 1
+        job = _LineMapJob(self._ticket, image)
+        job.signals.done.connect(self._show_line_map)
+        self._pool.start(job)
+        return True
+
+    def _show_line_map(self, ticket: int, qimage: QImage, kind: str) -> None:
+        if ticket != self._ticket or self.path is None:
+            return  # a newer image (or none) has taken its place
+        from runtime import PHOTO_NOTE
+
+        self.kind = kind
+        if qimage.isNull():
+            self.preview.setText("The line map preview could not be drawn; see the log.")
+        else:
+            self.preview.setPixmap(QPixmap.fromImage(qimage).scaled(
+                PREVIEW_SIDE * 2, PREVIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation))
         notes = {"sketch": "Read as a drawn sketch.", "lines": "Used as a line map.",
                  "photo": PHOTO_NOTE}
-        self.note.setText(notes[kind])
-        return True
+        self.note.setText(notes.get(kind, ""))
+        self.preview_ready.emit()
+
+    def wait_for_preview(self, msecs: int = 30_000) -> bool:
+        """Block until the preview thread is idle (closing, tests)."""
+        return self._pool.waitForDone(msecs)
 
     def clear(self) -> None:
         self.path = None
+        self.kind = ""
+        self._ticket += 1
         self.preview.clear()
         self.preview.setText("Drop a sketch, drawing or photo here")
         self.note.clear()
