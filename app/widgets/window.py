@@ -84,7 +84,11 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(self.panel)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(360)
+        # Never scroll sideways: the panel is as wide as its widgets need, plus room for the
+        # vertical scroll bar when the sketch box makes it taller than the window.
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.panel_scroll = scroll
+        self.panel.model_changed.connect(self._fit_panel_width)
 
         centre = QWidget()
         centre_layout = QVBoxLayout(centre)
@@ -123,7 +127,9 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
         splitter.setSizes([380, 600, 300])
+        self.splitter = splitter
         self.setCentralWidget(splitter)
+        self._fit_panel_width()
 
         bar = self.statusBar()
         self.status_device = QLabel("Device: finding...")
@@ -395,6 +401,23 @@ class MainWindow(QMainWindow):
 
     def about(self) -> None:
         QMessageBox.about(self, "About Linea", about_text())
+
+    def _fit_panel_width(self) -> None:
+        """The controls' column is never narrower than its widgets (the sketch box widens them)
+        plus the vertical scroll bar it may need: nothing is cut off, nothing scrolls sideways."""
+        scroll = getattr(self, "panel_scroll", None)
+        if scroll is None:
+            return
+        self.panel.adjustSize()
+        need = max(360, self.panel.minimumSizeHint().width()
+                   + scroll.verticalScrollBar().sizeHint().width() + 2 * scroll.frameWidth())
+        scroll.setMinimumWidth(need)
+        splitter = getattr(self, "splitter", None)
+        if splitter is not None and splitter.sizes()[0] < need:
+            sizes = splitter.sizes()
+            sizes[1] = max(0, sizes[1] - (need - sizes[0]))
+            sizes[0] = need
+            splitter.setSizes(sizes)
 
     def closeEvent(self, event) -> None:
         self.session.close()
