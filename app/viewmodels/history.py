@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from app.viewmodels.storage import read_json, write_json_atomic
+from app.viewmodels.storage import read_json, remove_stale_temporaries, write_json_atomic
 from runtime import GenerationRequest, LineaError, read_request
 from runtime.paths import user_data_dir
 
@@ -101,6 +101,7 @@ class History:
     def load(self, output_dir: Path | None = None) -> list[HistoryEntry]:
         """The entries whose image still exists, oldest first. A damaged file is recovered from:
         every PNG Linea wrote in `output_dir` comes back with its settings."""
+        remove_stale_temporaries(self.file)
         existed = self.file.is_file()
         data = read_json(self.file, None)
         damaged = existed and not isinstance(data, list)

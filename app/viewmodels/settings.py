@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.viewmodels.storage import read_json, write_json_atomic
+from app.viewmodels.storage import read_json, remove_stale_temporaries, write_json_atomic
 from runtime.paths import default_output_dir, user_data_dir
 
 PERFORMANCE_PRESETS = {
@@ -45,6 +45,7 @@ class Settings:
 
     @classmethod
     def load(cls) -> Settings:
+        remove_stale_temporaries(cls.file())
         data = read_json(cls.file(), {})
         known = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}

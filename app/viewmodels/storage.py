@@ -29,6 +29,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
             os.unlink(temp_name)
 
 
+def remove_stale_temporaries(path: Path, older_than_s: float = 60.0) -> int:
+    """Delete the temporary files a killed process left beside `path` (a live writer's is
+    younger than `older_than_s`, and is left alone); how many were removed."""
+    removed = 0
+    now = time.time()
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - temp.stat().st_mtime > older_than_s:
+                temp.unlink()
+                removed += 1
+    return removed
+
+
 def read_json(path: Path, default: Any) -> Any:
     """The file's content; `default` when it is missing. A damaged file is kept aside (never
     deleted) and `default` is returned, so the app always starts."""
