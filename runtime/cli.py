@@ -98,6 +98,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     outputs = numbered_paths(args.out, max(1, args.count))
     for path in outputs:
         check_writable(path)
+    if args.control:  # a bad sketch is refused before minutes of model loading
+        from runtime.control import open_control_image
+
+        open_control_image(args.control)
     engine = Engine(model, device=args.device, precision=args.precision,
                     quantize_text_encoder=not args.no_8bit,
                     plan=MemoryPlan(args.plan) if args.plan else None, controlnet=args.controlnet)

@@ -32,15 +32,21 @@ def read_control_image(path: str | Path, thickness: int = 2,
     of the three the image was taken for. With `size` (width, height) the image is fitted to it
     (cropped to the aspect ratio, never squashed) before lines are drawn, so the line thickness
     is in the generated image's pixels."""
-    from runtime.images import ImageInputError, load_image
     from runtime.sketch import auto_control
 
+    return auto_control(open_control_image(path), thickness, size)
+
+
+def open_control_image(path: str | Path) -> Image.Image:
+    """The control image, read and checked; a RequestError that says why if it is unusable
+    (the command line calls this before it loads a model)."""
+    from runtime.images import ImageInputError, load_image
+
     try:
-        image = load_image(Path(path))
+        return load_image(Path(path))
     except ImageInputError as exc:
         raise RequestError(f"The control image cannot be used: {exc}",
                            "Use a PNG, JPEG or WebP sketch, photo or line map.") from exc
-    return auto_control(image, thickness, size)
 
 
 def encode_control(vae: torch.nn.Module, image: Image.Image, width: int, height: int,

@@ -74,16 +74,26 @@ def check_writable(path: Path) -> None:
     if not folder.is_dir():
         raise OutputPathError(f"The folder '{folder}' does not exist.",
                               "Create it first, or choose another folder.")
-    if not os.access(folder, os.W_OK):
-        raise OutputPathError(f"The folder '{folder}' cannot be written to.",
-                              "Choose a folder you can write to.")
+    try:  # permissions alone do not tell (read-only disks, special folders, administrators)
+        handle, probe = tempfile.mkstemp(prefix=".linea-probe-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputPathError(f"The folder '{folder}' cannot be written to "
+                              f"({exc.strerror or exc}).",
+                              "Choose a folder you can write to.") from exc
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 def save_png(image: Image.Image, path: Path, record: dict[str, Any]) -> Path:
     """Write `image` with its metadata to a new file at `path`, atomically."""
     path = Path(path)
     check_writable(path)
-    handle, temp_name = tempfile.mkstemp(prefix=".linea-", suffix=".tmp", dir=path.parent)
+    try:
+        handle, temp_name = tempfile.mkstemp(prefix=".linea-", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputPathError(f"Saving '{path}' failed: {exc.strerror or exc}.",
+                              "Choose a folder you can write to.") from exc
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as fh:

@@ -77,6 +77,18 @@ def test_cli_generate_models_and_exit_codes(sana_tiny, tmp_path, data_dir):
     size = _cli("generate", "a cat", "--model", str(sana_tiny), "--out", str(tmp_path / "c.png"),
                 "--width", "100", cwd=tmp_path)
     assert size.returncode == 2 and "multiple of 32" in size.stderr
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not a sketch")
+    control = _cli("generate", "a cat", "--model", str(sana_tiny), "--out",
+                   str(tmp_path / "d.png"), "--control", str(not_image), cwd=tmp_path)
+    assert control.returncode == 2 and "not an image Linea can read" in control.stderr
+    assert "Loading" not in control.stderr  # refused before the model was loaded
+    if Path("/proc").is_dir():  # a folder no one can create files in, even an administrator
+        locked = _cli("generate", "a cat", "--model", str(sana_tiny), "--out", "/proc/e.png",
+                      cwd=tmp_path)
+        assert locked.returncode == 4 and "cannot be written" in locked.stderr
+        assert "Loading" not in locked.stderr and "Traceback" not in locked.stderr
+    assert not (tmp_path / "d.png").exists()
     listing = _cli("models", "--json", "--models-dir", str(sana_tiny.parent), cwd=tmp_path)
     assert listing.returncode == 0
     names = [m["name"] for m in json.loads(listing.stdout)["models"]]
