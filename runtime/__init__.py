@@ -25,7 +25,13 @@ from runtime.errors import (
 )
 from runtime.events import CancelToken, Event, EventHandler, EventKind
 from runtime.images import ImageInputError, load_image
-from runtime.output import next_free_path, numbered_paths, read_request, save_png
+from runtime.output import (
+    check_folder_writable,
+    next_free_path,
+    numbered_paths,
+    read_request,
+    save_png,
+)
 from runtime.request import (
     ASPECT_PRESETS_1024,
     GenerationRequest,
@@ -77,6 +83,7 @@ __all__ = [
     "UnsafeWeightsError",
     "aspect_presets",
     "auto_control",
+    "check_folder_writable",
     "default_model",
     "detect_device",
     "find_models",

@@ -70,7 +70,12 @@ def check_writable(path: Path) -> None:
     if path.exists():
         raise OutputPathError(f"'{path}' exists already; Linea never overwrites a file.",
                               "Choose another file name, or move the old file away.")
-    folder = path.parent if str(path.parent) else Path(".")
+    check_folder_writable(path.parent if str(path.parent) else Path("."))
+
+
+def check_folder_writable(folder: Path) -> None:
+    """Fail if no new file can be made in `folder`."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise OutputPathError(f"The folder '{folder}' does not exist.",
                               "Create it first, or choose another folder.")

@@ -67,3 +67,40 @@ def test_a_corrupt_history_and_settings_file_still_open_the_window(qtbot, data_d
     generate(qtbot, window, prompt="a fresh start")
     assert window.progress.format() == "Done" and window.history.count() == 1
     window.close()
+
+
+def test_an_output_folder_that_cannot_be_written_is_named_before_any_work(qtbot, window,
+                                                                           tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    window.settings.output_dir = str(blocker / "images")  # its parent is a file
+    started = []
+    window.session.progress.connect(lambda text, *_: started.append(text))
+    generate(qtbot, window, prompt="nowhere to go")
+    assert window.progress.format() == "Failed" and _usable(window)
+    assert "cannot be created" in window.banner.text()
+    assert "File > Settings" in window.banner.text()
+    assert not any(text.startswith("Step") for text in started)  # refused before generating
+    assert window.history.count() == 0
+
+
+def test_a_save_failing_midway_keeps_the_images_already_written(qtbot, window, monkeypatch,
+                                                                  data_dir):
+    import app.viewmodels.worker as worker
+
+    real, calls = worker.save_png, []
+
+    def full_disk_on_the_second(image, path, record):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(image, path, record)
+
+    monkeypatch.setattr(worker, "save_png", full_disk_on_the_second)
+    window.panel.count.setValue(3)
+    generate(qtbot, window, prompt="three of them")
+    assert window.progress.format() == "Failed"
+    assert "No space left on device" in window.banner.text()
+    assert window.history.count() == 1 and _usable(window)  # the first image kept its entry
+    kept = window.session.history.entries[0]
+    assert kept.path == str(calls[0]) and calls[0].is_file()

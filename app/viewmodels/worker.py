@@ -31,6 +31,8 @@ from runtime import (
     LineaError,
     MemoryPlan,
     ModelInfo,
+    OutputPathError,
+    check_folder_writable,
     default_model,
     detect_device,
     next_free_path,
@@ -133,14 +135,24 @@ class GenerationWorker(QObject):
     def run(self, job: Job) -> None:
         try:
             engine = self._engine_for(job)
+            prepare_output(job.output_dir)  # before the work, not after it
             result = engine.generate(job.request, on_event=self._forward, cancel=job.cancel)
-            job.output_dir.mkdir(parents=True, exist_ok=True)
-            made = []
-            for index, image in enumerate(result.images):
-                record = result.record(index)
-                path = save_png(image, next_free_path(job.output_dir, IMAGE_STEM), record)
-                entry_id, thumb = make_thumbnail(image)
-                made.append(Made(entry_id, path, thumb, record, to_qimage(image)))
+            made: list[Made] = []
+            try:
+                for index, image in enumerate(result.images):
+                    record = result.record(index)
+                    path = save_png(image, next_free_path(job.output_dir, IMAGE_STEM), record)
+                    entry_id, thumb = make_thumbnail(image)
+                    made.append(Made(entry_id, path, thumb, record, to_qimage(image)))
+            except (LineaError, OSError) as exc:
+                if made:  # the images already written keep their history entries
+                    self.finished.emit(made, {**result.timings, "warnings": result.warnings})
+                if isinstance(exc, LineaError):
+                    raise
+                raise OutputPathError(f"Saving into '{job.output_dir}' failed: "
+                                      f"{exc.strerror or exc}.",
+                                      "Check free disk space, or choose another output folder "
+                                      "in File > Settings.") from exc
             self.plan_used.emit(result.plan.description)
             self.finished.emit(made, {**result.timings, "warnings": result.warnings})
         except CancelledError:
@@ -154,6 +166,21 @@ class GenerationWorker(QObject):
             self.failed.emit(f"The generation failed unexpectedly: {exc}",
                              "The details are in the log (Help > Open log file). "
                              "Try again, or pick another model.")
+
+
+def prepare_output(folder: Path) -> None:
+    """Create the output folder if needed and check that images can be written into it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"The output folder '{folder}' cannot be created "
+                              f"({exc.strerror or exc}).",
+                              "Choose another output folder in File > Settings.") from exc
+    try:
+        check_folder_writable(folder)
+    except OutputPathError as exc:
+        raise OutputPathError(exc.message, "Choose another output folder in File > Settings."
+                              ) from exc
 
 
 class WorkerThread(QThread):

@@ -1,0 +1,115 @@
+"""The tiny model: its parts, its folder, its checkpoints, and the shipped weights' quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.tiny import build, checkpoint, quality
+
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
+MAX_SHIPPED_BYTES = 30 * 1024 * 1024
+
+
+def test_tokenizer_pads_with_zero_and_prepends_bos():
+    tokenizer = build.build_tokenizer()
+    encoded = tokenizer(["a red circle", ""], padding="max_length", max_length=8)
+    assert tokenizer.pad_token_id == 0
+    assert encoded.input_ids[0][:1] == [tokenizer.bos_token_id]
+    assert encoded.input_ids[0][4:] == [0, 0, 0, 0]
+    assert encoded.attention_mask[1] == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert tokenizer.unk_token_id not in encoded.input_ids[0]
+    assert build.build_tokenizer().get_vocab() == tokenizer.get_vocab()
+
+
+def test_folder_loads_and_generates_through_diffusers(tmp_path):
+    from diffusers import SanaPipeline
+
+    torch.manual_seed(0)
+    tokenizer = build.build_tokenizer()
+    folder = build.save_folder(
+        tmp_path / "tiny", tokenizer, build.build_text_encoder(len(tokenizer)),
+        build.build_transformer(), build.build_vae(), flow_shift=2.0, steps=2, guidance=4.5,
+    )
+    linea = json.loads((folder / "linea.json").read_text())
+    assert linea["family"] == "linea-tiny" and linea["complex_human_instruction"] is False
+    assert linea["native_size"] == 256
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "SanaPipeline"
+    assert not list(folder.rglob("*.bin")) and list(folder.rglob("*.safetensors"))
+    pipe = SanaPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    images = quality.generate(pipe, ["a red circle"], [0], quality.Sampler(2, 4.5))
+    assert images[0].shape == (256, 256, 3)
+
+
+def test_checkpoint_shards_round_trip_with_optimizer(tmp_path):
+    model = torch.nn.Linear(300, 300)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 300)).sum().backward()
+    optimizer.step()
+    names = {id(p): n for n, p in model.named_parameters()}
+    big = {f"w{i}": torch.randn(1000, 1000) for i in range(5)}  # 20 MB: more than one shard
+    checkpoint.save_tensors(tmp_path, "big", big)
+    assert len(list(tmp_path.glob("big-*.safetensors"))) >= 2
+    assert all(torch.equal(big[k], v) for k, v in checkpoint.load_tensors(tmp_path, "big").items())
+    checkpoint.save_tensors(tmp_path, "opt", checkpoint.optimizer_tensors(optimizer, names))
+    fresh = torch.optim.AdamW(model.parameters())
+    checkpoint.restore_optimizer(fresh, names, checkpoint.load_tensors(tmp_path, "opt"))
+    for param in model.parameters():
+        assert torch.equal(fresh.state[param]["exp_avg"], optimizer.state[param]["exp_avg"])
+    with pytest.raises(checkpoint.CheckpointError, match="train from scratch"):
+        checkpoint.load_tensors(tmp_path, "missing")
+
+
+def test_shipped_folder_is_small_and_complete():
+    sizes = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert sizes <= MAX_SHIPPED_BYTES
+    for part in ("model_index.json", "linea.json", "transformer", "vae", "text_encoder",
+                 "tokenizer", "scheduler"):
+        assert (SHIPPED / part).exists(), part
+
+
+SHIPPED_PER_CATEGORY = 4  # 20 held-out prompts, seeds 0..19: seconds on a CPU
+BAR_OVERALL = 0.80
+BAR_SINGLE = 0.95
+
+
+@pytest.fixture(scope="module")
+def shipped_pipe():
+    from diffusers import SanaPipeline
+
+    pipe = SanaPipeline.from_pretrained(SHIPPED)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _shipped_sampler() -> quality.Sampler:
+    linea = json.loads((SHIPPED / "linea.json").read_text())
+    return quality.Sampler(int(linea["default_steps"]), float(linea["default_guidance"]))
+
+
+def test_shipped_model_generates_the_same_image_for_the_same_seed(shipped_pipe):
+    sampler = _shipped_sampler()
+    first = quality.generate(shipped_pipe, ["a red circle above a blue square"], [3], sampler)[0]
+    again = quality.generate(shipped_pipe, ["a red circle above a blue square"], [3], sampler)[0]
+    other = quality.generate(shipped_pipe, ["a red circle above a blue square"], [4], sampler)[0]
+    assert first.shape == (256, 256, 3)
+    assert (first == again).all()
+    assert not (first == other).all()
+    assert first.std() > 5  # a picture, not a flat fill
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped weights are an under-trained CPU checkpoint (models/tiny/README.md); "
+    "retrain with `python -m models.tiny.train --device cuda`, re-export, and drop this mark",
+)
+def test_shipped_model_meets_the_bar_on_held_out_prompts(shipped_pipe):
+    prompts = quality.held_out(SHIPPED_PER_CATEGORY)
+    scores, _, _ = quality.score(shipped_pipe, prompts, _shipped_sampler(), seed=0)
+    assert scores["single"] >= BAR_SINGLE, scores
+    assert scores["overall"] >= BAR_OVERALL, scores
