@@ -138,6 +138,10 @@ class GenerationSession(QObject):
         self.settings.save()
         self._set_busy(False)
         self.made.emit(entries, made[-1].image if made else QImage(), text)
+        if timings.get("failure"):  # some images were written before the run failed
+            self.ended.emit("Failed")
+            self.failed.emit(*timings["failure"])
+            return
         self.ended.emit("Done")
         for warning in timings.get("warnings", []):
             self.warned.emit(warning)

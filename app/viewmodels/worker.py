@@ -145,14 +145,16 @@ class GenerationWorker(QObject):
                     entry_id, thumb = make_thumbnail(image)
                     made.append(Made(entry_id, path, thumb, record, to_qimage(image)))
             except (LineaError, OSError) as exc:
-                if made:  # the images already written keep their history entries
-                    self.finished.emit(made, {**result.timings, "warnings": result.warnings})
-                if isinstance(exc, LineaError):
-                    raise
-                raise OutputPathError(f"Saving into '{job.output_dir}' failed: "
-                                      f"{exc.strerror or exc}.",
-                                      "Check free disk space, or choose another output folder "
-                                      "in File > Settings.") from exc
+                error = exc if isinstance(exc, LineaError) else OutputPathError(
+                    f"Saving into '{job.output_dir}' failed: {exc.strerror or exc}.",
+                    "Check free disk space, or choose another output folder in File > Settings.")
+                if not made:
+                    raise error from exc
+                # the images already written keep their history entries; the run still failed
+                log.warning("saving failed after %d image(s): %s", len(made), error)
+                self.finished.emit(made, {**result.timings, "warnings": result.warnings,
+                                          "failure": (error.message, error.hint)})
+                return
             self.plan_used.emit(result.plan.description)
             self.finished.emit(made, {**result.timings, "warnings": result.warnings})
         except CancelledError:

@@ -3,11 +3,14 @@ model will see, and how closely to follow it. Shown for models with a ControlNet
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
@@ -29,37 +32,27 @@ PREVIEW_SIDE = 150
 PREVIEW_AREA = 384 * 384
 
 
-class _LineMapJob(QRunnable):
-    """Draws a preview line map off the UI thread, so strokes and drops never wait for it."""
+def _draw_line_map(image) -> tuple[QImage, str]:
+    """The preview line map and what the image was read as; a null image if it failed."""
+    from runtime import auto_control
+    from runtime.images import fit_to_supported_size
 
-    class Signals(QObject):
-        done = Signal(int, QImage, str)
-
-    def __init__(self, ticket: int, image) -> None:
-        super().__init__()
-        self.ticket, self.image = ticket, image
-        self.signals = _LineMapJob.Signals()
-
-    def run(self) -> None:
-        from runtime import auto_control
-        from runtime.images import fit_to_supported_size
-
-        try:
-            size = fit_to_supported_size(*self.image.size, target_area=PREVIEW_AREA)
-            control, kind = auto_control(self.image, size=size)
-        except Exception:
-            logging.getLogger("linea.gui").exception("line map preview failed")
-            self.signals.done.emit(self.ticket, QImage(), "")
-            return
-        data = control.convert("RGB").tobytes("raw", "RGB")
-        qimage = QImage(data, control.width, control.height, 3 * control.width,
-                        QImage.Format.Format_RGB888).copy()
-        self.signals.done.emit(self.ticket, qimage, kind)
+    try:
+        size = fit_to_supported_size(*image.size, target_area=PREVIEW_AREA)
+        control, kind = auto_control(image, size=size)
+    except Exception:  # a preview is a courtesy: it never takes the app down
+        logging.getLogger("linea.gui").exception("line map preview failed")
+        return QImage(), ""
+    data = control.convert("RGB").tobytes("raw", "RGB")
+    return QImage(data, control.width, control.height, 3 * control.width,
+                  QImage.Format.Format_RGB888).copy(), kind
 
 
 class ControlBox(QGroupBox):
     sketch_changed = Signal()
     preview_ready = Signal()
+    # emitted from the preview thread; Qt queues it to the UI thread
+    _line_map_drawn = Signal(int, QImage, str)
 
     def __init__(self) -> None:
         super().__init__("Sketch to image")
@@ -100,8 +93,10 @@ class ControlBox(QGroupBox):
         self.error = ""
         self.kind = ""  # what the current image was read as: "sketch", "lines" or "photo"
         self._ticket = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
+        # One plain Python thread draws previews (no QObject crosses threads); the newest wins.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-map")
+        self._pending: Future | None = None
+        self._line_map_drawn.connect(self._show_line_map)
 
     def open_pad(self):
         from app.widgets.sketch_pad import SketchPad
@@ -154,10 +149,15 @@ class ControlBox(QGroupBox):
         self.error = ""
         self.path = str(path)
         self._ticket += 1
-        job = _LineMapJob(self._ticket, image)
-        job.signals.done.connect(self._show_line_map)
-        self._pool.start(job)
+        self._pending = self._executor.submit(self._draw, self._ticket, image)
         return True
+
+    def _draw(self, ticket: int, image) -> None:
+        if ticket != self._ticket:
+            return  # a newer image came while this one waited
+        qimage, kind = _draw_line_map(image)
+        with contextlib.suppress(RuntimeError):  # the box was closed meanwhile
+            self._line_map_drawn.emit(ticket, qimage, kind)
 
     def _show_line_map(self, ticket: int, qimage: QImage, kind: str) -> None:
         if ticket != self._ticket or self.path is None:
@@ -177,8 +177,20 @@ class ControlBox(QGroupBox):
         self.preview_ready.emit()
 
     def wait_for_preview(self, msecs: int = 30_000) -> bool:
-        """Block until the preview thread is idle (closing, tests)."""
-        return self._pool.waitForDone(msecs)
+        """Block until the newest preview is drawn (closing, tests); False on time-out."""
+        pending = self._pending
+        if pending is None:
+            return True
+        try:
+            pending.result(timeout=msecs / 1000)
+        except FutureTimeout:
+            return False
+        return True
+
+    def shutdown(self) -> None:
+        """Stop the preview thread (the window calls this when it closes)."""
+        self._ticket += 1
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     def clear(self) -> None:
         self.path = None

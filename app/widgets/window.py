@@ -421,5 +421,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.session.close()
-        self.panel.control.wait_for_preview(5_000)
+        self.panel.control.shutdown()
         super().closeEvent(event)
