@@ -30,6 +30,7 @@ def _log_uncaught(kind, value, trace) -> None:
 def run_app(argv: list[str]) -> int:
     if sys.platform == "win32":
         import torch  # noqa: F401  (before Qt, or c10.dll fails to load: WinError 1114)
+    from PySide6.QtCore import QEvent
     from PySide6.QtWidgets import QApplication
 
     from app.viewmodels.settings import Settings
@@ -45,4 +46,11 @@ def run_app(argv: list[str]) -> int:
     window = MainWindow(settings)
     window.show()
     logging.getLogger(__name__).info("window shown")
-    return app.exec()
+    code = app.exec()
+    # Delete the window (and its threads' owners) while Qt still runs, not during the
+    # interpreter's shutdown, where Qt objects would die in no particular order.
+    window.close()
+    window.deleteLater()
+    del window
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    return code

@@ -9,6 +9,8 @@ os.environ["DIFFUSERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import gc
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,26 @@ def _small_threads():
     import torch
 
     torch.set_num_threads(torch_threads)
+
+
+def _delete_closed_widgets() -> None:
+    """Widgets pytest-qt closed get deleteLater(); deliver those deletions now, while the
+    QApplication lives, instead of leaving them to the interpreter's shutdown, where Qt objects
+    die in no particular order."""
+    if "PySide6.QtWidgets" not in sys.modules:
+        return
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    if QCoreApplication.instance() is not None:
+        gc.collect()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+
+
+@pytest.fixture(autouse=True)
+def _qt_cleanup(request):
+    yield
+    if "qtbot" in request.fixturenames:
+        _delete_closed_widgets()
 
 
 @pytest.fixture(scope="session")

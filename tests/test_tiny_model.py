@@ -46,6 +46,17 @@ def test_folder_loads_and_generates_through_diffusers(tmp_path):
     assert images[0].shape == (256, 256, 3)
 
 
+def test_autoencoder_is_f8_and_transformer_sees_8x8_tokens():
+    vae, transformer = build.build_vae(), build.build_transformer()
+    assert type(vae).__name__ == "AutoencoderDC" and vae.spatial_compression_ratio == 8
+    with torch.no_grad():
+        latent = vae.encode(torch.zeros(1, 3, 64, 64)).latent
+    assert latent.shape == (1, build.LATENT_CHANNELS, 8, 8)
+    side = build.NATIVE_SIZE // vae.spatial_compression_ratio
+    assert transformer.config.sample_size == side
+    assert side // transformer.config.patch_size == 8
+
+
 def test_checkpoint_shards_round_trip_with_optimizer(tmp_path):
     model = torch.nn.Linear(300, 300)
     optimizer = torch.optim.AdamW(model.parameters())

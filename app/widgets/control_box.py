@@ -102,8 +102,7 @@ class ControlBox(QGroupBox):
         from app.widgets.sketch_pad import SketchPad
 
         if self.pad is None:
-            self.pad = SketchPad()
-            self.pad.setWindowFlag(Qt.WindowType.Tool)
+            self.pad = SketchPad(self)
             self.pad.canvas.changed.connect(self._sketch_drawn)
         self.pad.show()
         self.pad.raise_()

@@ -128,8 +128,9 @@ class SketchCanvas(QWidget):
 class SketchPad(QWidget):
     """The canvas with its tools."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent: QWidget | None = None) -> None:
+        # its own window, owned by the main window: it closes and is deleted with it
+        super().__init__(parent, Qt.WindowType.Tool)
         self.setWindowTitle("Sketch")
         self.canvas = SketchCanvas()
         tools = QHBoxLayout()
