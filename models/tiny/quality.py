@@ -1,0 +1,87 @@
+"""Generate held-out prompts through diffusers' SanaPipeline and score them with the evaluator.
+
+Seeds are per prompt and drawn on the CPU, so the same prompt and seed give the same starting
+noise on any device.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.tiny.build import NATIVE_SIZE
+from models.tiny.captions import caption
+from models.tiny.evaluator import Verdict, check, summarise
+from models.tiny.scenes import CATEGORIES, Composition
+from models.tiny.split import held_out_prompts, training_composition
+
+
+@dataclass(frozen=True)
+class Sampler:
+    steps: int
+    guidance: float
+
+
+def subset(
+    prompts: list[tuple[str, Composition]], per_category: int
+) -> list[tuple[str, Composition]]:
+    """The first `per_category` prompts of each category, keeping their order."""
+    chosen = []
+    for category in CATEGORIES:
+        chosen += [p for p in prompts if p[1].category == category][:per_category]
+    return chosen
+
+
+def validation_prompts(per_category: int, seed: int = 99) -> list[tuple[str, Composition]]:
+    """Fresh prompts from the training split, for choosing sampler settings without peeking."""
+    rng = random.Random(seed)
+    found: dict[str, list[tuple[str, Composition]]] = {c: [] for c in CATEGORIES}
+    while any(len(v) < per_category for v in found.values()):
+        composition = training_composition(rng)
+        if len(found[composition.category]) < per_category:
+            found[composition.category].append((caption(composition, rng), composition))
+    return [p for c in CATEGORIES for p in found[c]]
+
+
+def generate(
+    pipe, prompts: list[str], seeds: list[int], sampler: Sampler, batch: int = 32,
+    size: int = NATIVE_SIZE,
+) -> list[np.ndarray]:
+    """Images (H, W, 3) uint8 for `prompts`, one seed each, through the pipeline's own call."""
+    images: list[np.ndarray] = []
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start : start + batch]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + batch]]
+        out = pipe(
+            chunk,
+            height=size,
+            width=size,
+            num_inference_steps=sampler.steps,
+            guidance_scale=sampler.guidance,
+            generator=generators,
+            complex_human_instruction=None,
+            use_resolution_binning=False,
+            output_type="np",
+        ).images
+        images += list((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
+    return images
+
+
+def score(
+    pipe, prompts: list[tuple[str, Composition]], sampler: Sampler, seed: int = 0,
+    size: int = NATIVE_SIZE,
+) -> tuple[dict[str, float], list[Verdict], list[np.ndarray]]:
+    """Generate each prompt once (seed + its index) and judge it; return scores per category."""
+    texts = [p for p, _ in prompts]
+    images = generate(pipe, texts, [seed + i for i in range(len(texts))], sampler, size=size)
+    verdicts = [check(image, composition) for image, (_, composition) in zip(images, prompts,
+                                                                             strict=True)]
+    return summarise(verdicts), verdicts, images
+
+
+def held_out(per_category: int | None = None) -> list[tuple[str, Composition]]:
+    prompts = held_out_prompts()
+    return subset(prompts, per_category) if per_category else prompts

@@ -1,0 +1,441 @@
+"""Train Linea's tiny SANA model from scratch on the procedural world, then write its folder.
+
+    python -m models.tiny.train [--device cuda|cpu] [--out DIR] [--resume] [--export-only]
+
+Stages: (1) the DC-AE autoencoder on crops of rendered scenes; (2) encode a fixed set of
+captioned training scenes to latents; (3) the Gemma-2 text encoder and the SANA transformer
+together, by flow matching, with an EMA copy; (4) pick the sampler's guidance on validation
+prompts from the training split; (5) write the SANA folder (OUT/linea-tiny). Every batch is drawn
+from a generator seeded by (seed, step), so a resumed run sees the same data as an unbroken one.
+Checkpoints (OUT/checkpoint) are safetensors shards and state.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from models.tiny import build, checkpoint, quality
+from models.tiny.render import render_batch
+from models.tiny.split import training_examples
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    ae_steps: int = 3000
+    ae_batch: int = 32
+    ae_crop: int = 128
+    ae_schedule_steps: int = 0  # length of the cosine LR schedule; 0: ae_steps
+    ae_crops_per_image: int = 4
+    ae_eval_every: int = 500
+    ae_lr: float = 1e-3
+    latent_noise: float = 0.1  # decoder sees noisy latents: it must forgive the DiT's errors
+    scenes: int = 100_000
+    dit_steps: int = 12_000
+    dit_batch: int = 256
+    dit_lr: float = 5e-4
+    dit_decay: float = 0.2  # the last fifth of the transformer's steps decays its LR to zero
+    dit_schedule_steps: int = 0  # length of the LR schedule; 0: dit_steps
+    warmup: int = 300
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
+    flow_shift: float = 2.0
+    eval_every: int = 2000
+    eval_per_category: int = 8
+    checkpoint_every: int = 1000
+    sampler_steps: int = 16
+    guidances: tuple[float, ...] = (3.0, 4.5, 6.0)
+
+
+# The shipped weights come from the CPU recipe (models/tiny/README.md); the GPU one has not been
+# run. In the CPU recipe both stages stop before their LR schedules end (where the timed run
+# stopped), so a run from scratch reproduces the shipped weights.
+RECIPES = {
+    "cuda": Recipe(ae_batch=64, dit_batch=512, dit_steps=16_000),
+    "cpu": Recipe(ae_steps=1750, ae_schedule_steps=2000, ae_batch=32, ae_crop=64, ae_lr=2e-3,
+                  scenes=4000, dit_steps=2023, dit_schedule_steps=2400, dit_batch=32,
+                  dit_lr=8e-4, warmup=200,
+                  ema_decay=0.998, eval_every=1000, eval_per_category=4, checkpoint_every=250,
+                  guidances=(2.0, 3.5, 5.0)),
+}
+
+
+def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device).manual_seed(recipe.seed * 1_000_003 + stage * 100_000_007 + step)
+
+
+def _cosine(step: int, total: int, floor: float = 0.05) -> float:
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))
+
+
+def _decay(recipe: Recipe, step: int) -> float:
+    """Warmup-stable-decay: constant, then linear to zero over the last `dit_decay` of steps."""
+    total = recipe.dit_schedule_steps or recipe.dit_steps
+    start = total * (1 - recipe.dit_decay)
+    return min(1.0, max(0.0, (total - step) / max(total - start, 1)))
+
+
+def _lr(recipe: Recipe, step: int, peak: float) -> float:
+    return peak * min(1.0, (step + 1) / recipe.warmup)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, out: Path, device: torch.device, max_seconds: float,
+                 ae_max_seconds: float) -> None:
+        self.recipe, self.out, self.device = recipe, out, device
+        self.ckpt = out / "checkpoint"
+        self.started = time.monotonic()
+        self.deadline = time.monotonic() + max_seconds
+        self.ae_deadline = time.monotonic() + ae_max_seconds
+        torch.manual_seed(recipe.seed)
+        self.tokenizer = build.build_tokenizer()
+        self.vae = build.build_vae().to(device)
+        self.text_encoder = build.build_text_encoder(len(self.tokenizer)).to(device)
+        self.transformer = build.build_transformer().to(device)
+        self.state: dict = {"recipe": dataclasses.asdict(recipe), "stage": "ae", "ae_step": 0,
+                            "dit_step": 0, "log": [], "seconds": {}}
+        self.autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+
+    def log(self, **entry) -> None:
+        entry["clock"] = round(time.monotonic() - self.started, 1)
+        self.state["log"].append(entry)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in entry.items()), flush=True)
+
+    def _add_seconds(self, stage: str, started: float) -> None:
+        seconds = self.state["seconds"]
+        seconds[stage] = seconds.get(stage, 0) + time.monotonic() - started
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    # Stage 1: autoencoder.
+    def train_autoencoder(self, resume: bool) -> None:
+        r = self.recipe
+        opt = torch.optim.AdamW(self.vae.parameters(), lr=r.ae_lr, weight_decay=0.0)
+        names = {id(p): n for n, p in self.vae.named_parameters()}
+        if resume and checkpoint.has_tensors(self.ckpt, "ae_opt"):
+            checkpoint.restore_optimizer(opt, names, checkpoint.load_tensors(self.ckpt, "ae_opt"))
+        started = time.monotonic()
+        step = self.state["ae_step"]
+        while step < r.ae_steps:
+            if self.out_of_time() or time.monotonic() > self.ae_deadline:
+                break
+            gen = _generator(r, 1, step, torch.device("cpu"))
+            x = self._ae_crops(gen)
+            for group in opt.param_groups:
+                schedule = r.ae_schedule_steps or r.ae_steps
+                group["lr"] = _lr(r, step, r.ae_lr) * _cosine(step, schedule)
+            with self.autocast:
+                z = self.vae.encode(x).latent
+                noisy = z + r.latent_noise * z.detach().std() * torch.randn(
+                    z.shape, generator=gen).to(z)
+                y = self.vae.decode(noisy).sample
+                # Objects cover a few percent of the pixels; weight them (saturated pixels) up
+                # so shape and colour are learned before the backgrounds are perfected.
+                target = (x + 1) / 2
+                high, low = target.amax(1, keepdim=True), target.amin(1, keepdim=True)
+                weight = 1 + 9 * ((high - low) / high.clamp(min=1e-3) > 0.35).float()
+                error = y.float() - x
+                loss = (weight * (error.abs() + error.pow(2))).mean()
+                loss = loss + 1e-4 * z.float().pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 25 == 0 or step == r.ae_steps:
+                self.log(stage="ae", step=step, loss=loss.item())
+            if step % r.checkpoint_every == 0:
+                self.state["ae_step"] = step
+                self.save(ae_opt=opt)
+            if step % r.ae_eval_every == 0 and step < r.ae_steps:
+                self.check_autoencoder(step)
+                self.vae.train()
+        self.state["ae_step"] = step
+        if step >= r.ae_steps:
+            self.check_autoencoder(step)
+        self._add_seconds("ae", started)
+        if step < r.ae_steps and self.out_of_time():
+            self.save(ae_opt=opt)
+            return
+        self.state["stage"] = "dit"
+        self.save()
+
+    def _ae_crops(self, gen: torch.Generator) -> torch.Tensor:
+        """`ae_batch` crops in [-1, 1], `ae_crops_per_image` from each freshly rendered scene;
+        three in four are centred (with jitter) on an object, which covers a few percent of a
+        whole image, the rest anywhere (backgrounds and edges)."""
+        r = self.recipe
+        images_needed = r.ae_batch // r.ae_crops_per_image
+        examples = training_examples(images_needed, int(torch.randint(2**31, (1,), generator=gen)))
+        images = render_batch([e.scene for e in examples], build.NATIVE_SIZE, self.device)
+        crops, side, size = [], r.ae_crop, build.NATIVE_SIZE
+        for i in range(r.ae_batch):
+            index = i // r.ae_crops_per_image
+            objects = examples[index].scene.objects
+            u = torch.rand(4, generator=gen).tolist()
+            if u[0] < 0.75 and objects:
+                obj = objects[int(u[1] * len(objects)) % len(objects)]
+                jitter = torch.randint(-side // 3, side // 3 + 1, (2,), generator=gen).tolist()
+                top = int(obj.y * size) - side // 2 + jitter[0]
+                left = int(obj.x * size) - side // 2 + jitter[1]
+            else:
+                top, left = int(u[2] * (size - side + 1)), int(u[3] * (size - side + 1))
+            top, left = min(max(top, 0), size - side), min(max(left, 0), size - side)
+            crops.append(images[index, :, top : top + side, left : left + side])
+        return torch.stack(crops) * 2 - 1
+
+    @torch.no_grad()
+    def check_autoencoder(self, step: int) -> dict[str, float]:
+        """Score decode(encode(ground truth)) of the held-out compositions with the evaluator:
+        the ceiling the transformer can reach through this autoencoder."""
+        import random
+
+        import numpy as np
+
+        from models.tiny.evaluator import check, summarise
+        from models.tiny.scenes import layout
+        from models.tiny.split import held_out_compositions
+
+        started = time.monotonic()
+        self.vae.eval()
+        compositions = held_out_compositions()
+        rng = random.Random(1)
+        scenes = [layout(c, rng) for c in compositions]
+        verdicts = []
+        for i in range(0, len(scenes), 32):
+            images = render_batch(scenes[i : i + 32], build.NATIVE_SIZE, self.device)
+            with self.autocast:
+                out = self.vae.decode(self.vae.encode(images * 2 - 1).latent).sample.float()
+            out = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+            verdicts += [check(np.asarray(image), c)
+                         for image, c in zip(out, compositions[i : i + 32], strict=True)]
+        scores = {k: round(v, 3) for k, v in summarise(verdicts).items()}
+        self.state.setdefault("ae_checks", []).append({"step": step, **scores})
+        self.log(stage="ae_check", step=step, seconds=time.monotonic() - started, **scores)
+        return scores
+
+    # Stage 2: the captioned scenes as latents.
+    @torch.no_grad()
+    def encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r = self.recipe
+        started = time.monotonic()
+        examples = training_examples(r.scenes, r.seed + 1)
+        latents = []
+        self.vae.eval()
+        chunk = 256 if self.device.type == "cuda" else 64
+        for i in range(0, len(examples), chunk):
+            images = render_batch([e.scene for e in examples[i : i + chunk]], build.NATIVE_SIZE,
+                                  self.device, chunk=chunk)
+            with self.autocast:
+                latents.append(self.vae.encode(images * 2 - 1).latent.float())
+        latents = torch.cat(latents)
+        if "scaling_factor" not in self.state:
+            self.state["scaling_factor"] = float(1.0 / latents.std())
+        tokens = self.tokenizer([e.caption for e in examples], padding="max_length",
+                                max_length=build.MAX_CAPTION_TOKENS, truncation=True,
+                                return_tensors="pt")
+        self.log(stage="encode", scenes=len(examples), seconds=time.monotonic() - started,
+                 scaling_factor=self.state["scaling_factor"])
+        return (latents * self.state["scaling_factor"], tokens.input_ids.to(self.device),
+                tokens.attention_mask.to(self.device))
+
+    # Stage 3: text encoder and transformer.
+    def train_transformer(self, resume: bool) -> None:
+        r = self.recipe
+        if self.state["dit_step"] >= r.dit_steps:
+            self.state["stage"] = "sampler"
+            return
+        latents, ids, mask = self.encode_scenes()
+        empty = self.tokenizer([""], padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
+                               return_tensors="pt")
+        empty_ids = empty.input_ids.to(self.device)
+        empty_mask = empty.attention_mask.to(self.device)
+        modules = torch.nn.ModuleDict({"text_encoder": self.text_encoder,
+                                       "transformer": self.transformer})
+        ema = copy.deepcopy(modules).eval().requires_grad_(False)
+        opt = torch.optim.AdamW(modules.parameters(), lr=r.dit_lr, weight_decay=0.0)
+        names = {id(p): n for n, p in modules.named_parameters()}
+        if resume and checkpoint.has_tensors(self.ckpt, "dit"):
+            modules.load_state_dict(checkpoint.load_tensors(self.ckpt, "dit"))
+            ema.load_state_dict(checkpoint.load_tensors(self.ckpt, "ema"))
+            checkpoint.restore_optimizer(opt, names, checkpoint.load_tensors(self.ckpt, "dit_opt"))
+        self.ema = ema
+        modules.train()
+        started = time.monotonic()
+        step = self.state["dit_step"]
+        while step < r.dit_steps and not self.out_of_time():
+            gen = _generator(r, 3, step, self.device)
+            pick = torch.randint(0, len(latents), (r.dit_batch,), device=self.device, generator=gen)
+            drop = torch.rand(r.dit_batch, device=self.device, generator=gen) < r.caption_dropout
+            batch_ids = torch.where(drop[:, None], empty_ids, ids[pick])
+            batch_mask = torch.where(drop[:, None], empty_mask, mask[pick])
+            x0 = latents[pick]
+            noise = torch.randn(x0.shape, device=self.device, generator=gen)
+            # Logit-normal noise levels (SD3): most weight on the middle of the schedule.
+            sigma = torch.sigmoid(torch.randn(r.dit_batch, device=self.device, generator=gen))
+            s = sigma.view(-1, 1, 1, 1)
+            x_t = (1 - s) * x0 + s * noise
+            for group in opt.param_groups:
+                group["lr"] = _lr(r, step, r.dit_lr) * _decay(r, step)
+            with self.autocast:
+                text = self.text_encoder(batch_ids, attention_mask=batch_mask)[0]
+                pred = self.transformer(x_t, encoder_hidden_states=text,
+                                        encoder_attention_mask=batch_mask,
+                                        timestep=sigma * 1000).sample
+                loss = F.mse_loss(pred.float(), noise - x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+            opt.step()
+            decay = min(r.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(modules.parameters()), 1 - decay)
+            step += 1
+            if step % 100 == 0:
+                self.log(stage="dit", step=step, loss=loss.item())
+            if step % r.eval_every == 0 or step == r.dit_steps:
+                self.evaluate(step)
+                modules.train()
+            if step % r.checkpoint_every == 0:
+                self.state["dit_step"] = step
+                self.save(modules=modules, dit_opt=opt)
+        self.state["dit_step"] = step
+        self._add_seconds("dit", started)
+        if step >= r.dit_steps:
+            self.state["stage"] = "sampler"
+        self.save(modules=modules, dit_opt=opt)
+
+    def pipeline(self):
+        from diffusers import DPMSolverMultistepScheduler, SanaPipeline
+
+        self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
+        scheduler = DPMSolverMultistepScheduler(
+            **build.scheduler_config(self.recipe.flow_shift))
+        pipe = SanaPipeline(tokenizer=self.tokenizer, text_encoder=self.ema["text_encoder"],
+                            transformer=self.ema["transformer"], vae=self.vae.eval(),
+                            scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> None:
+        pipe = self.pipeline()
+        sampler = quality.Sampler(self.recipe.sampler_steps, self.state.get("guidance", 4.5))
+        scores, _, _ = quality.score(pipe, quality.held_out(self.recipe.eval_per_category), sampler)
+        self.log(stage="eval", step=step, **{k: round(v, 3) for k, v in scores.items()})
+
+    # Stage 4: guidance chosen on validation prompts from the training split, not the held-out.
+    @torch.no_grad()
+    def choose_sampler(self) -> None:
+        pipe = self.pipeline()
+        prompts = quality.validation_prompts(self.recipe.eval_per_category)
+        best = None
+        for guidance in self.recipe.guidances:
+            sampler = quality.Sampler(self.recipe.sampler_steps, guidance)
+            overall = quality.score(pipe, prompts, sampler, seed=1000)[0]["overall"]
+            self.log(stage="sampler", guidance=guidance, validation=round(overall, 3))
+            if best is None or overall > best[0]:
+                best = (overall, guidance)
+        self.state["guidance"] = best[1]
+        self.state["stage"] = "export"
+        self.save()
+
+    def save(self, modules=None, **optimizers) -> None:
+        checkpoint.save_tensors(self.ckpt, "ae", self.vae.state_dict())
+        if modules is not None:
+            checkpoint.save_tensors(self.ckpt, "dit", modules.state_dict())
+            checkpoint.save_tensors(self.ckpt, "ema", self.ema.state_dict())
+        for stem, opt in optimizers.items():
+            owner = self.vae if stem == "ae_opt" else modules
+            names = {id(p): n for n, p in owner.named_parameters()}
+            checkpoint.save_tensors(self.ckpt, stem, checkpoint.optimizer_tensors(opt, names))
+        checkpoint.save_state(self.ckpt, self.state)
+
+    def load(self) -> None:
+        self.state = checkpoint.load_state(self.ckpt)
+        current = json.loads(json.dumps(dataclasses.asdict(self.recipe)))
+        if self.state.get("recipe") != current:
+            # The recipe in force from here on (e.g. a longer schedule); the log keeps the past.
+            self.state.setdefault("recipes_before", []).append(self.state.get("recipe"))
+            self.state["recipe"] = current
+        self.vae.load_state_dict(checkpoint.load_tensors(self.ckpt, "ae"))
+        if checkpoint.has_tensors(self.ckpt, "ema"):
+            self.ema = torch.nn.ModuleDict({"text_encoder": self.text_encoder,
+                                            "transformer": self.transformer})
+            self.ema.load_state_dict(checkpoint.load_tensors(self.ckpt, "ema"))
+
+    def export(self) -> Path:
+        self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
+        folder = build.save_folder(
+            self.out / "linea-tiny", self.tokenizer, copy.deepcopy(self.ema["text_encoder"]).cpu(),
+            copy.deepcopy(self.ema["transformer"]).cpu(), copy.deepcopy(self.vae).cpu(),
+            flow_shift=self.recipe.flow_shift, steps=self.recipe.sampler_steps,
+            guidance=self.state.get("guidance", 4.5))
+        print(f"wrote {folder}", flush=True)
+        return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    parser.add_argument("--out", type=Path, default=Path("runs/linea-tiny"))
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--export-only", action="store_true",
+                        help="write OUT/linea-tiny from the checkpoint's EMA weights")
+    parser.add_argument("--max-seconds", type=float, default=math.inf,
+                        help="checkpoint and stop after this long; continue with --resume")
+    parser.add_argument("--ae-max-seconds", type=float, default=math.inf,
+                        help="end the autoencoder stage after this long (its step is recorded)")
+    parser.add_argument("--ae-only", action="store_true",
+                        help="stop after the autoencoder stage (continue with --resume)")
+    parser.add_argument("--ae-steps", type=int, help="override the recipe's autoencoder steps")
+    parser.add_argument("--dit-steps", type=int, help="override the recipe's transformer steps")
+    parser.add_argument("--scenes", type=int, help="override the recipe's number of scenes")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    recipe = RECIPES[device.type]
+    overrides = {k: v for k, v in (("ae_steps", args.ae_steps), ("dit_steps", args.dit_steps),
+                                   ("scenes", args.scenes)) if v}
+    recipe = dataclasses.replace(recipe, **overrides)
+    if device.type == "cpu":
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_flush_denormal(True)  # tiny gradients as denormals slow CPU steps down
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    trainer = Trainer(recipe, args.out, device, args.max_seconds, args.ae_max_seconds)
+    if args.resume or args.export_only:
+        trainer.load()
+    if args.export_only:
+        trainer.export()
+        return
+    if trainer.state["stage"] == "ae":
+        trainer.train_autoencoder(args.resume)
+    if trainer.state["stage"] == "dit" and args.ae_only:
+        print("autoencoder done; continue with --resume", flush=True)
+        return
+    if trainer.state["stage"] == "dit" and not trainer.out_of_time():
+        trainer.train_transformer(args.resume)
+    if trainer.state["stage"] == "sampler":
+        trainer.choose_sampler()
+    if trainer.state["stage"] == "export":
+        trainer.export()
+        trainer.state["stage"] = "done"
+        checkpoint.save_state(trainer.ckpt, trainer.state)
+    elif trainer.state["stage"] != "done":
+        print(f"stopped in stage {trainer.state['stage']}; continue with --resume", flush=True)
+
+
+if __name__ == "__main__":
+    main()
