@@ -37,24 +37,43 @@ app.processEvents()
 while window.panel.current_model() is None:
     app.processEvents()
 usable = time.perf_counter() - start
-from PySide6.QtCore import QElapsedTimer, QTimer
-clock, gaps = QElapsedTimer(), []
-clock.start()
-last = [clock.nsecsElapsed()]
-def tick():
-    now = clock.nsecsElapsed()
-    gaps.append((now - last[0]) / 1e6)
-    last[0] = now
-timer = QTimer()
-timer.setInterval(5)
-timer.timeout.connect(tick)
-timer.start()
+from bench.bench_gui import GapMeter
+meter = GapMeter()
+meter.start()
 while window.session.device is None:  # the worker imports torch meanwhile
     app.processEvents()
     time.sleep(0.001)
-print(usable, time.perf_counter() - start, max(gaps, default=0.0))
+print(usable, time.perf_counter() - start, max(meter.gaps, default=0.0))
 window.close()
 """
+
+
+class GapMeter:
+    """A 5 ms Qt timer that records the gaps between its ticks (ms): a gap far over 5 ms is the
+    event loop stalled. Needs a QApplication."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QElapsedTimer, QTimer
+
+        self.gaps: list[float] = []
+        self.clock = QElapsedTimer()
+        self.clock.start()
+        self.last = self.clock.nsecsElapsed()
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock.nsecsElapsed()
+        self.gaps.append((now - self.last) / 1e6)
+        self.last = now
+
+    def start(self) -> None:
+        self.last = self.clock.nsecsElapsed()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
 
 
 def startup_seconds(data_dir: Path, models: Path, runs: int = 3) -> dict:
@@ -76,26 +95,13 @@ def startup_seconds(data_dir: Path, models: Path, runs: int = 3) -> dict:
 def stall_during_generation(model: Path, data_dir: Path, size: int, steps: int) -> dict:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     os.environ["LINEA_DATA_DIR"] = str(data_dir)
-    from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.viewmodels.settings import Settings
     from app.widgets.window import MainWindow
 
     app = QApplication.instance() or QApplication([])
-    gaps: list[float] = []
-    clock = QElapsedTimer()
-    clock.start()
-    last = [clock.nsecsElapsed()]
-
-    def tick() -> None:
-        now = clock.nsecsElapsed()
-        gaps.append((now - last[0]) / 1e6)
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(5)
-    timer.timeout.connect(tick)
+    meter = GapMeter()
     window = MainWindow(Settings(extra_model_dirs=[str(model.parent)]))
     window.show()
     while window.panel.current_model() is None:
@@ -106,17 +112,16 @@ def stall_during_generation(model: Path, data_dir: Path, size: int, steps: int) 
     window.panel.width_box.setValue(size)
     window.panel.height_box.setValue(size)
     window.panel.steps.setValue(steps)
-    last[0] = clock.nsecsElapsed()
-    timer.start()
+    meter.start()
     begin = time.perf_counter()
     window.generate()  # the first generation also loads the model
     while window.busy:
         app.processEvents()
         time.sleep(0.001)
     total = time.perf_counter() - begin
-    timer.stop()
+    meter.stop()
     window.close()
-    gaps.sort()
+    gaps = sorted(meter.gaps)
     return {"generation_with_load_s": round(total, 3), "ticks": len(gaps),
             "longest_stall_ms": round(gaps[-1], 1),
             "p99_gap_ms": round(gaps[int(len(gaps) * 0.99)], 1),

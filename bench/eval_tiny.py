@@ -1,6 +1,7 @@
-"""Full held-out evaluation of the shipped tiny model through diffusers' SanaPipeline.
+"""Full held-out evaluation of the shipped tiny model through Linea's runtime.
 
     python -m bench.eval_tiny [--model DIR] [--per-category N] [--seed S] [--grid PNG]
+                              [--through runtime|diffusers]
 
 Generates every held-out prompt once (seed S + prompt index) with the folder's default sampler
 (linea.json), judges each image with models.tiny.evaluator, times generation per image at native
@@ -47,21 +48,35 @@ def latency(pipe, sampler: quality.Sampler, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def main(argv: list[str] | None = None) -> None:
+def load(model: Path, through: str):
+    """The model as the app runs it (runtime.Engine on the CPU: fp32, 8-bit text encoder), or as
+    diffusers' SanaPipeline loads it (fp32)."""
+    if through == "runtime":
+        from runtime import Engine
+
+        engine = Engine(model, device="cpu")
+        engine.load()
+        return engine, f"Linea runtime ({engine.precision.describe()})"
     from diffusers import SanaPipeline
 
+    pipe = SanaPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, "diffusers SanaPipeline (fp32)"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--per-category", type=int, default=None, help="default: all 32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=Path, default=None, help="write a PNG grid here")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--through", choices=("runtime", "diffusers"), default="runtime")
     args = parser.parse_args(argv)
 
     defaults = json.loads((args.model / "linea.json").read_text(encoding="utf-8"))
     sampler = quality.Sampler(int(defaults["default_steps"]), float(defaults["default_guidance"]))
-    pipe = SanaPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe, path = load(args.model, args.through)
     prompts = quality.held_out(args.per_category)
     start = time.perf_counter()
     scores, verdicts, images = quality.score(pipe, prompts, sampler, seed=args.seed)
@@ -73,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": args.model.name,
         "sampler": {"steps": sampler.steps, "guidance": sampler.guidance,
-                    "scheduler": "flow DPM-Solver++ (SanaPipeline default path)"},
+                    "scheduler": "flow DPM-Solver++ (SANA's default)"},
+        "through": path,
         "prompts": len(prompts),
         "seeds": f"{args.seed} + prompt index",
         "scores": {k: round(v, 4) for k, v in scores.items()},
-        "seconds_per_image_batched": round(seconds / len(prompts), 3),
+        "seconds_per_image_in_evaluation": round(seconds / len(prompts), 3),
         "seconds_per_image_single": round(latency(pipe, sampler), 3),
         "size": 256,
         "device": f"cpu ({platform.processor() or platform.machine()}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,11 +92,16 @@ BAR_SINGLE = 0.95
 
 @pytest.fixture(scope="module")
 def shipped_pipe():
-    from diffusers import SanaPipeline
+    """The shipped folder as the app runs it: found by the catalogue, loaded by the runtime's
+    engine on the CPU (8-bit text encoder)."""
+    from runtime import Engine, identify
 
-    pipe = SanaPipeline.from_pretrained(SHIPPED)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    model = identify(SHIPPED)
+    assert model.family.key == "linea-tiny" and model.native_size == 256
+    engine = Engine(model, device="cpu")
+    engine.load()
+    assert engine.precision.quantize_text_encoder
+    return engine
 
 
 def _shipped_sampler() -> quality.Sampler:
@@ -112,6 +118,17 @@ def test_shipped_model_generates_the_same_image_for_the_same_seed(shipped_pipe):
     assert (first == again).all()
     assert not (first == other).all()
     assert first.std() > 5  # a picture, not a flat fill
+
+
+def test_prompt_outside_its_world_still_makes_an_image_and_the_model_says_what_it_knows(
+        shipped_pipe):
+    from runtime import GenerationRequest
+
+    result = shipped_pipe.generate(GenerationRequest("a photograph of a cat asleep on a sofa"))
+    image = np.asarray(result.images[0])
+    assert image.shape == (256, 256, 3) and image.std() > 5
+    knows = shipped_pipe.model.family.knows
+    assert "circle" in knows and "left of" in knows and "colours" in knows
 
 
 @pytest.mark.xfail(

@@ -89,16 +89,16 @@ class SketchCanvas(QWidget):
         QPainter(self).drawImage(0, 0, self.image)
 
     def undo(self) -> None:
-        if self.undo_stack:
-            self.redo_stack.append(self.image.copy())
-            self.image = self.undo_stack.pop()
-            self.update()
-            self.changed.emit()
+        self._step(self.undo_stack, self.redo_stack)
 
     def redo(self) -> None:
-        if self.redo_stack:
-            self.undo_stack.append(self.image.copy())
-            self.image = self.redo_stack.pop()
+        self._step(self.redo_stack, self.undo_stack)
+
+    def _step(self, source: list[QImage], target: list[QImage]) -> None:
+        """Undo or redo: the current image goes on `target`, the last of `source` comes back."""
+        if source:
+            target.append(self.image.copy())
+            self.image = source.pop()
             self.update()
             self.changed.emit()
 

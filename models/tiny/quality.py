@@ -1,7 +1,9 @@
-"""Generate held-out prompts through diffusers' SanaPipeline and score them with the evaluator.
+"""Generate held-out prompts and score them with the evaluator.
 
-Seeds are per prompt and drawn on the CPU, so the same prompt and seed give the same starting
-noise on any device.
+Images come from Linea's runtime (`runtime.Engine`: the path the app takes, 8-bit text encoder
+included) or from diffusers' SanaPipeline (used while training). Seeds are per prompt and drawn
+on the CPU, so the same prompt and seed give the same starting noise on any device, and the two
+paths start from the same noise.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ def generate(
     pipe, prompts: list[str], seeds: list[int], sampler: Sampler, batch: int = 32,
     size: int = NATIVE_SIZE,
 ) -> list[np.ndarray]:
-    """Images (H, W, 3) uint8 for `prompts`, one seed each, through the pipeline's own call."""
+    """Images (H, W, 3) uint8 for `prompts`, one seed each: through `runtime.Engine.generate`
+    when `pipe` is an Engine, else through the diffusers pipeline's own call (batched)."""
+    from runtime.engine import Engine
+
+    if isinstance(pipe, Engine):
+        return [_through_runtime(pipe, prompt, seed, sampler, size)
+                for prompt, seed in zip(prompts, seeds, strict=True)]
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
@@ -68,6 +76,18 @@ def generate(
         ).images
         images += list((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
     return images
+
+
+def _through_runtime(engine, prompt: str, seed: int, sampler: Sampler, size: int) -> np.ndarray:
+    from runtime import GenerationRequest
+    from runtime import Sampler as RuntimeSampler
+
+    request = GenerationRequest(prompt, width=size, height=size, steps=sampler.steps,
+                                guidance_scale=sampler.guidance, seed=seed,
+                                sampler=RuntimeSampler.FLOW_DPM_SOLVER,
+                                complex_human_instruction=False)
+    result = engine.generate(request, previews=False)
+    return np.asarray(result.images[0].convert("RGB"))
 
 
 def score(

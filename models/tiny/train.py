@@ -46,6 +46,7 @@ class Recipe:
     dit_decay: float = 0.2  # the last fifth of the transformer's steps decays its LR to zero
     dit_schedule_steps: int = 0  # length of the LR schedule; 0: dit_steps
     warmup: int = 300
+    dit_start: int = 0  # a continued run: the step it starts from (its warmup counts from there)
     ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
     flow_shift: float = 2.0
@@ -67,6 +68,12 @@ RECIPES = {
                   ema_decay=0.998, eval_every=1000, eval_per_category=4, checkpoint_every=250,
                   guidances=(2.0, 3.5, 5.0)),
 }
+# The second CPU stage, continued from the folder the "cpu" recipe writes (`--init-from`): the
+# same autoencoder, twice the scenes, a fresh AdamW warmed up again, a longer schedule.
+RECIPES["cpu-continue"] = dataclasses.replace(
+    RECIPES["cpu"], scenes=8000, dit_start=2023, dit_steps=12000, dit_schedule_steps=12000,
+    dit_decay=0.25, dit_lr=6e-4, warmup=100, ema_decay=0.999, eval_every=1000,
+    checkpoint_every=250)
 
 
 def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
@@ -84,8 +91,8 @@ def _decay(recipe: Recipe, step: int) -> float:
     return min(1.0, max(0.0, (total - step) / max(total - start, 1)))
 
 
-def _lr(recipe: Recipe, step: int, peak: float) -> float:
-    return peak * min(1.0, (step + 1) / recipe.warmup)
+def _lr(recipe: Recipe, step: int, peak: float, start: int = 0) -> float:
+    return peak * min(1.0, (step - start + 1) / recipe.warmup)
 
 
 class Trainer:
@@ -287,7 +294,7 @@ class Trainer:
             s = sigma.view(-1, 1, 1, 1)
             x_t = (1 - s) * x0 + s * noise
             for group in opt.param_groups:
-                group["lr"] = _lr(r, step, r.dit_lr) * _decay(r, step)
+                group["lr"] = _lr(r, step, r.dit_lr, r.dit_start) * _decay(r, step)
             with self.autocast:
                 text = self.text_encoder(batch_ids, attention_mask=batch_mask)[0]
                 pred = self.transformer(x_t, encoder_hidden_states=text,
@@ -375,6 +382,30 @@ class Trainer:
                                             "transformer": self.transformer})
             self.ema.load_state_dict(checkpoint.load_tensors(self.ckpt, "ema"))
 
+    def init_from(self, folder: Path) -> None:
+        """Start the transformer stage from a written linea-tiny folder: its autoencoder, text
+        encoder and transformer (fp16/bf16 on disk, trained on in fp32); the EMA starts as a copy
+        and AdamW starts fresh, at step `dit_start`."""
+        from safetensors.torch import load_file
+
+        parts = {"vae": self.vae, "text_encoder": self.text_encoder,
+                 "transformer": self.transformer}
+        for name, module in parts.items():
+            files = sorted((folder / name).glob("*.safetensors"))
+            if not files:
+                raise SystemExit(f"{folder / name} has no safetensors weights")
+            weights = {}
+            for file in files:
+                weights.update(load_file(file))
+            module.load_state_dict({k: v.float() for k, v in weights.items()})
+        config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+        linea = json.loads((folder / "linea.json").read_text(encoding="utf-8"))
+        self.state.update(stage="dit", ae_step=self.recipe.ae_steps,
+                          dit_step=self.recipe.dit_start, init_from=str(folder),
+                          scaling_factor=float(config["scaling_factor"]),
+                          guidance=float(linea["default_guidance"]))
+        self.log(stage="init", folder=str(folder), step=self.recipe.dit_start)
+
     def export(self) -> Path:
         self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
         folder = build.save_folder(
@@ -399,12 +430,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="end the autoencoder stage after this long (its step is recorded)")
     parser.add_argument("--ae-only", action="store_true",
                         help="stop after the autoencoder stage (continue with --resume)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="the recipe (default: the device's)")
+    parser.add_argument("--init-from", type=Path,
+                        help="start the transformer stage from this linea-tiny folder")
     parser.add_argument("--ae-steps", type=int, help="override the recipe's autoencoder steps")
     parser.add_argument("--dit-steps", type=int, help="override the recipe's transformer steps")
     parser.add_argument("--scenes", type=int, help="override the recipe's number of scenes")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    recipe = RECIPES[device.type]
+    recipe = RECIPES[args.recipe or device.type]
     overrides = {k: v for k, v in (("ae_steps", args.ae_steps), ("dit_steps", args.dit_steps),
                                    ("scenes", args.scenes)) if v}
     recipe = dataclasses.replace(recipe, **overrides)
@@ -417,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(recipe, args.out, device, args.max_seconds, args.ae_max_seconds)
     if args.resume or args.export_only:
         trainer.load()
+    elif args.init_from:
+        trainer.init_from(args.init_from)
     if args.export_only:
         trainer.export()
         return
