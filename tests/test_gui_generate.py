@@ -50,6 +50,47 @@ def test_typed_prompt_makes_an_image_in_the_history_and_on_disk(qtbot, window, d
     screenshot(window, "result")
 
 
+def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_dir, tmp_path,
+                                                                 monkeypatch):
+    """Fresh settings, no models of the user's: the bundled model is picked, the window says
+    what it knows, nothing modal is in the way, and the defaults make an image at its native
+    size."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.viewmodels.settings import Settings
+    from app.widgets.window import MainWindow
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    win = MainWindow(Settings())
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.panel.current_model() is not None, timeout=10_000)
+    model = win.panel.current_model()
+    assert (model.source, model.family.key) == ("bundled", "linea-tiny")
+    assert QApplication.activeModalWidget() is None
+    assert model.family.knows in win.panel.model_note.text()
+    assert (win.panel.width_box.value(), win.panel.height_box.value()) == (256, 256)
+    win.panel.prompt.setPlainText("a red circle to the left of a blue square")
+    win.panel.seed.setText("7")
+    win.panel.lock_seed.setChecked(True)
+    win.generate()
+    qtbot.waitUntil(lambda: not win.busy, timeout=WAIT_MS)
+    assert win.progress.format() == "Done", win.banner.text()
+    with Image.open(win.selected_entry().path) as image:
+        assert image.size == (256, 256)
+        assert "Model: linea-tiny" in image.text["parameters"]
+    # The selected thumbnail shows the image's own colours, not tinted by the selection.
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QIcon
+
+    icon = win.history.list.currentItem().icon()
+    side = QSize(64, 64)
+    assert (icon.pixmap(side, QIcon.Mode.Selected).toImage()
+            == icon.pixmap(side, QIcon.Mode.Normal).toImage())
+    screenshot(win, "first_run")
+    win.close()
+
+
 def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):
     select_model(window, "tiny-sana")
     window.panel.prompt.setPlainText("a blue star")

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtGui import QAction, QIcon, QPixmap
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QMenu, QVBoxLayout, QWidget
 
 from app.viewmodels.history import HistoryEntry
 
 ICON_SIDE = 112
 EMPTY_TEXT = "Images you make appear here, with their settings."
+
+
+def thumbnail_icon(path: str) -> QIcon:
+    """The thumbnail in its true colours: the style would tint a selected item's icon with the
+    highlight colour, so the selected image would look bluer than it is."""
+    pixmap = QPixmap(path)
+    icon = QIcon()
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+        icon.addPixmap(pixmap, mode)
+    return icon
 
 
 class HistoryView(QWidget):
@@ -69,7 +79,7 @@ class HistoryView(QWidget):
         self._update_empty()
 
     def add(self, entry: HistoryEntry, select: bool = True) -> None:
-        item = QListWidgetItem(QIcon(entry.thumb), entry.title or "(no prompt)")
+        item = QListWidgetItem(thumbnail_icon(entry.thumb), entry.title or "(no prompt)")
         item.setToolTip(f"{entry.title}\n{entry.summary}")
         item.setData(Qt.ItemDataRole.UserRole, entry)
         self.list.insertItem(0, item)
