@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,30 @@ def test_shipped_model_meets_the_bar_on_held_out_prompts(shipped_pipe):
     scores, _, _ = quality.score(shipped_pipe, prompts, _shipped_sampler(), seed=0)
     assert scores["single"] >= BAR_SINGLE, scores
     assert scores["overall"] >= BAR_OVERALL, scores
+
+
+def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp_path):
+    """The caption gap is zero for a transformer whose cross-attention output is zeroed (it
+    cannot read the caption) and not zero for the same one that can; the entropies are those of
+    a softmax over the caption's tokens."""
+    from models.tiny.diagnose import diagnose
+
+    torch.manual_seed(0)
+    tokenizer = build.build_tokenizer()
+    text_encoder, transformer, vae = (build.build_text_encoder(len(tokenizer)),
+                                      build.build_transformer(), build.build_vae())
+    hearing = build.save_folder(
+        tmp_path / "hearing", tokenizer, copy.deepcopy(text_encoder), copy.deepcopy(transformer),
+        copy.deepcopy(vae), flow_shift=2.0, steps=2, guidance=4.5)
+    assert diagnose(hearing, scenes=8)["relative_gap"][0.9]["shuffled"] != 0.0
+    for block in transformer.transformer_blocks:
+        torch.nn.init.zeros_(block.attn2.to_out[0].weight)
+        torch.nn.init.zeros_(block.attn2.to_out[0].bias)
+    folder = build.save_folder(
+        tmp_path / "deaf", tokenizer, text_encoder, transformer, vae, flow_shift=2.0, steps=2,
+        guidance=4.5)
+    report = diagnose(folder, scenes=8)
+    for sigma, gaps in report["relative_gap"].items():
+        assert gaps == {"shuffled": 0.0, "empty": 0.0}, sigma
+        assert 0 < report["cross_attention_entropy"][sigma] <= math.log(build.MAX_CAPTION_TOKENS)
+    assert report["loss"][0.9]["right"] > 0

@@ -48,6 +48,9 @@ class Recipe:
     warmup: int = 300
     dit_start: int = 0  # a continued run: the step it starts from (its warmup counts from there)
     ema_decay: float = 0.999
+    # Flow-matching loss weight on latent cells covering an object (1 + object_weight there):
+    # objects are ~8 % of the cells, and only there does the caption say what to draw.
+    object_weight: float = 0.0
     caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
     flow_shift: float = 2.0
     eval_every: int = 2000
@@ -73,7 +76,7 @@ RECIPES = {
 RECIPES["cpu-continue"] = dataclasses.replace(
     RECIPES["cpu"], scenes=8000, dit_start=2023, dit_steps=12000, dit_schedule_steps=12000,
     dit_decay=0.25, dit_lr=6e-4, warmup=100, ema_decay=0.999, eval_every=1000,
-    checkpoint_every=250)
+    checkpoint_every=250, object_weight=4.0, guidances=(2.0, 4.0, 6.0, 9.0))
 
 
 def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
@@ -234,11 +237,12 @@ class Trainer:
 
     # Stage 2: the captioned scenes as latents.
     @torch.no_grad()
-    def encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latents, caption ids and masks, and per latent cell whether it covers an object."""
         r = self.recipe
         started = time.monotonic()
         examples = training_examples(r.scenes, r.seed + 1)
-        latents = []
+        latents, objects = [], []
         self.vae.eval()
         chunk = 256 if self.device.type == "cuda" else 64
         for i in range(0, len(examples), chunk):
@@ -246,6 +250,9 @@ class Trainer:
                                   self.device, chunk=chunk)
             with self.autocast:
                 latents.append(self.vae.encode(images * 2 - 1).latent.float())
+            high, low = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
+            saturated = ((high - low) / high.clamp(min=1e-3) > 0.35).float()
+            objects.append(F.max_pool2d(saturated, build.VAE_COMPRESSION))
         latents = torch.cat(latents)
         if "scaling_factor" not in self.state:
             self.state["scaling_factor"] = float(1.0 / latents.std())
@@ -255,7 +262,7 @@ class Trainer:
         self.log(stage="encode", scenes=len(examples), seconds=time.monotonic() - started,
                  scaling_factor=self.state["scaling_factor"])
         return (latents * self.state["scaling_factor"], tokens.input_ids.to(self.device),
-                tokens.attention_mask.to(self.device))
+                tokens.attention_mask.to(self.device), torch.cat(objects))
 
     # Stage 3: text encoder and transformer.
     def train_transformer(self, resume: bool) -> None:
@@ -263,7 +270,7 @@ class Trainer:
         if self.state["dit_step"] >= r.dit_steps:
             self.state["stage"] = "sampler"
             return
-        latents, ids, mask = self.encode_scenes()
+        latents, ids, mask, objects = self.encode_scenes()
         empty = self.tokenizer([""], padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                                return_tensors="pt")
         empty_ids = empty.input_ids.to(self.device)
@@ -300,7 +307,12 @@ class Trainer:
                 pred = self.transformer(x_t, encoder_hidden_states=text,
                                         encoder_attention_mask=batch_mask,
                                         timestep=sigma * 1000).sample
-                loss = F.mse_loss(pred.float(), noise - x0)
+                error = (pred.float() - (noise - x0)).pow(2)
+                if r.object_weight:
+                    weight = 1 + r.object_weight * objects[pick]
+                    loss = (weight * error).mean() / weight.mean()
+                else:
+                    loss = error.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -434,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the recipe (default: the device's)")
     parser.add_argument("--init-from", type=Path,
                         help="start the transformer stage from this linea-tiny folder")
+    parser.add_argument("--redo-sampler", action="store_true",
+                        help="with --resume: choose the guidance again (the recipe's list), "
+                        "then export")
     parser.add_argument("--ae-steps", type=int, help="override the recipe's autoencoder steps")
     parser.add_argument("--dit-steps", type=int, help="override the recipe's transformer steps")
     parser.add_argument("--scenes", type=int, help="override the recipe's number of scenes")
@@ -452,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(recipe, args.out, device, args.max_seconds, args.ae_max_seconds)
     if args.resume or args.export_only:
         trainer.load()
+        if args.redo_sampler and trainer.state["stage"] in ("export", "done"):
+            trainer.state["stage"] = "sampler"
     elif args.init_from:
         trainer.init_from(args.init_from)
     if args.export_only:

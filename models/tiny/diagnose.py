@@ -1,0 +1,109 @@
+"""How much a linea-tiny folder listens to its prompt.
+
+    python -m models.tiny.diagnose [FOLDER] [--scenes 128]
+
+Renders fresh training scenes, encodes them with the folder's autoencoder, noises them, and
+compares the transformer's flow-matching loss with each scene's own caption against another
+scene's caption and the empty caption. The relative gaps, (other - right) / other, say how much
+the caption helps: against the empty caption near 0 means the conditional prediction is hardly
+better than the unconditional one (guidance then has little to amplify). Also
+reports the entropy of the cross-attention over caption tokens (log of the token count means
+uniform: it reads no particular word).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from models.tiny import build
+from models.tiny.render import render_batch
+from models.tiny.split import training_examples
+
+DEFAULT = Path(__file__).resolve().parents[2] / "assets" / "models" / "linea-tiny"
+
+
+def _load(folder: Path):
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+    from transformers import Gemma2Model
+
+    vae = AutoencoderDC.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval()
+    transformer = SanaTransformer2DModel.from_pretrained(
+        folder / "transformer", torch_dtype=torch.float32).eval()
+    text_encoder = Gemma2Model.from_pretrained(
+        folder / "text_encoder", torch_dtype=torch.float32).eval()
+    return vae, transformer, text_encoder
+
+
+@torch.no_grad()
+def diagnose(folder: Path, scenes: int = 128, seed: int = 5) -> dict:
+    vae, transformer, text_encoder = _load(folder)
+    tokenizer = build.build_tokenizer()
+    examples = training_examples(scenes, seed)
+    images = render_batch([e.scene for e in examples], build.NATIVE_SIZE, torch.device("cpu"))
+    latents = vae.encode(images * 2 - 1).latent * vae.config.scaling_factor
+    tokens = tokenizer([e.caption for e in examples], padding="max_length",
+                       max_length=build.MAX_CAPTION_TOKENS, truncation=True, return_tensors="pt")
+    empty = tokenizer([""] * scenes, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
+                      return_tensors="pt")
+    entropies: list[float] = []
+
+    def attention_entropy(module, args, kwargs, _output) -> None:
+        hidden, text = args[0], kwargs["encoder_hidden_states"]
+        heads = module.heads
+        q = module.to_q(hidden).unflatten(-1, (heads, -1)).transpose(1, 2)
+        k = module.to_k(text).unflatten(-1, (heads, -1)).transpose(1, 2)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        probs = (logits + kwargs["attention_mask"].unsqueeze(1)).softmax(-1)
+        entropies.append(float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()))
+
+    hooks = [block.attn2.register_forward_hook(attention_entropy, with_kwargs=True)
+             for block in transformer.transformer_blocks]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(latents.shape, generator=generator)
+    shuffled = torch.roll(torch.arange(scenes), 1)
+    report: dict = {"folder": str(folder), "scenes": scenes, "relative_gap": {},
+                    "loss": {}}
+    for sigma in (0.5, 0.7, 0.9):
+        noisy = (1 - sigma) * latents + sigma * noise
+        timestep = torch.full((scenes,), sigma * 1000)
+        losses = {}
+        for name, ids, mask in (
+            ("right", tokens.input_ids, tokens.attention_mask),
+            ("shuffled", tokens.input_ids[shuffled], tokens.attention_mask[shuffled]),
+            ("empty", empty.input_ids, empty.attention_mask),
+        ):
+            entropies.clear()
+            text = text_encoder(ids, attention_mask=mask)[0]
+            pred = transformer(noisy, encoder_hidden_states=text, encoder_attention_mask=mask,
+                               timestep=timestep).sample
+            losses[name] = round(F.mse_loss(pred, noise - latents).item(), 5)
+            if name == "right":
+                report.setdefault("cross_attention_entropy", {})[sigma] = round(
+                    sum(entropies) / len(entropies), 3)
+        report["loss"][sigma] = losses
+        report["relative_gap"][sigma] = {
+            other: round((losses[other] - losses["right"]) / losses[other], 4)
+            for other in ("shuffled", "empty")}
+    for hook in hooks:
+        hook.remove()
+    words = tokens.attention_mask.sum(1).float().mean().item()
+    report["uniform_entropy"] = round(math.log(words), 3)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", type=Path, nargs="?", default=DEFAULT)
+    parser.add_argument("--scenes", type=int, default=128)
+    args = parser.parse_args(argv)
+    print(json.dumps(diagnose(args.folder, args.scenes), indent=2))
+
+
+if __name__ == "__main__":
+    main()
