@@ -60,9 +60,11 @@ class Recipe:
     guidances: tuple[float, ...] = (3.0, 4.5, 6.0)
 
 
-# The shipped weights come from the CPU recipe (models/tiny/README.md); the GPU one has not been
-# run. In the CPU recipe both stages stop before their LR schedules end (where the timed run
-# stopped), so a run from scratch reproduces the shipped weights.
+# The GPU recipe has not been run. In the "cpu" recipe both stages stop before their LR schedules
+# end (where the timed run stopped), so a run from scratch reproduces the v2 weights; the shipped
+# weights continued those with "cpu-continue" (models/tiny/README.md), but that run used the plain
+# loss up to step 4,500 and chose its guidance from (2.0, 3.5, 5.0), so rerunning the recipe as
+# written gives a close relative, not the same weights.
 RECIPES = {
     "cuda": Recipe(ae_batch=64, dit_batch=512, dit_steps=16_000),
     "cpu": Recipe(ae_steps=1750, ae_schedule_steps=2000, ae_batch=32, ae_crop=64, ae_lr=2e-3,
@@ -92,6 +94,13 @@ def _decay(recipe: Recipe, step: int) -> float:
     total = recipe.dit_schedule_steps or recipe.dit_steps
     start = total * (1 - recipe.dit_decay)
     return min(1.0, max(0.0, (total - step) / max(total - start, 1)))
+
+
+def _object_pixels(images: torch.Tensor) -> torch.Tensor:
+    """1 where a pixel of (N, 3, H, W) images in [0, 1] is saturated (an object's colour; the
+    world's backgrounds are far greyer), else 0; shape (N, 1, H, W)."""
+    high, low = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
+    return ((high - low) / high.clamp(min=1e-3) > 0.35).float()
 
 
 def _lr(recipe: Recipe, step: int, peak: float, start: int = 0) -> float:
@@ -152,9 +161,7 @@ class Trainer:
                 y = self.vae.decode(noisy).sample
                 # Objects cover a few percent of the pixels; weight them (saturated pixels) up
                 # so shape and colour are learned before the backgrounds are perfected.
-                target = (x + 1) / 2
-                high, low = target.amax(1, keepdim=True), target.amin(1, keepdim=True)
-                weight = 1 + 9 * ((high - low) / high.clamp(min=1e-3) > 0.35).float()
+                weight = 1 + 9 * _object_pixels((x + 1) / 2)
                 error = y.float() - x
                 loss = (weight * (error.abs() + error.pow(2))).mean()
                 loss = loss + 1e-4 * z.float().pow(2).mean()
@@ -250,9 +257,7 @@ class Trainer:
                                   self.device, chunk=chunk)
             with self.autocast:
                 latents.append(self.vae.encode(images * 2 - 1).latent.float())
-            high, low = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
-            saturated = ((high - low) / high.clamp(min=1e-3) > 0.35).float()
-            objects.append(F.max_pool2d(saturated, build.VAE_COMPRESSION))
+            objects.append(F.max_pool2d(_object_pixels(images), build.VAE_COMPRESSION))
         latents = torch.cat(latents)
         if "scaling_factor" not in self.state:
             self.state["scaling_factor"] = float(1.0 / latents.std())
