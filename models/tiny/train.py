@@ -53,8 +53,15 @@ class Recipe:
     object_weight: float = 0.0
     caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
     flow_shift: float = 2.0
+    # Noise levels for training: logit-normal, then shifted like the sampler's sigmas
+    # (shift * s / (1 + (shift - 1) * s)); 1 leaves them unshifted. With the sampler at shift 2
+    # and training unshifted, the sampler spends most of its steps at noise levels training
+    # rarely drew (P(sigma > 0.8) = 8 % unshifted, 24 % at shift 2), and that is where the caption
+    # decides what is drawn.
+    train_shift: float = 1.0
     eval_every: int = 2000
     eval_per_category: int = 8
+    gap_scenes: int = 64  # fresh scenes for the caption-gap check at each evaluation (CPU runs)
     checkpoint_every: int = 1000
     sampler_steps: int = 16
     guidances: tuple[float, ...] = (3.0, 4.5, 6.0)
@@ -79,6 +86,11 @@ RECIPES["cpu-continue"] = dataclasses.replace(
     RECIPES["cpu"], scenes=8000, dit_start=2023, dit_steps=12000, dit_schedule_steps=12000,
     dit_decay=0.25, dit_lr=6e-4, warmup=100, ema_decay=0.999, eval_every=1000,
     checkpoint_every=250, object_weight=4.0, guidances=(2.0, 4.0, 6.0, 9.0))
+# The third CPU stage, continued from the shipped folder of the second: noise levels drawn like
+# the sampler's (shift 2), where the second stage's model listened least to its caption.
+RECIPES["cpu-shift"] = dataclasses.replace(
+    RECIPES["cpu-continue"], dit_start=12000, dit_steps=25000, dit_schedule_steps=25000,
+    dit_decay=0.3, train_shift=2.0, guidances=(2.0, 3.0, 4.5, 6.0))
 
 
 def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
@@ -101,6 +113,14 @@ def _object_pixels(images: torch.Tensor) -> torch.Tensor:
     world's backgrounds are far greyer), else 0; shape (N, 1, H, W)."""
     high, low = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
     return ((high - low) / high.clamp(min=1e-3) > 0.35).float()
+
+
+def noise_levels(recipe: Recipe, count: int, gen: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    """Logit-normal noise levels (SD3: most weight on the middle of the schedule), shifted by
+    `train_shift` as the sampler shifts its sigmas."""
+    sigma = torch.sigmoid(torch.randn(count, device=device, generator=gen))
+    return recipe.train_shift * sigma / (1 + (recipe.train_shift - 1) * sigma)
 
 
 def _lr(recipe: Recipe, step: int, peak: float, start: int = 0) -> float:
@@ -245,7 +265,25 @@ class Trainer:
     # Stage 2: the captioned scenes as latents.
     @torch.no_grad()
     def encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latents, caption ids and masks, and per latent cell whether it covers an object."""
+        """Latents, caption ids and masks, and per latent cell whether it covers an object.
+        Kept in the checkpoint (the autoencoder no longer changes in this stage), so a resumed
+        run does not encode them again."""
+        r = self.recipe
+        key = {"scenes": r.scenes, "seed": r.seed,
+               "scaling_factor": self.state.get("scaling_factor")}
+        if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
+            cached = checkpoint.load_tensors(self.ckpt, "scenes")
+            t = {k: v.to(self.device) for k, v in cached.items()}
+            self.log(stage="encode", scenes=len(t["latents"]), cached=True)
+            return t["latents"], t["ids"], t["mask"], t["objects"]
+        found = self._encode_scenes()
+        self.state["encoded"] = {**key, "scaling_factor": self.state["scaling_factor"]}
+        checkpoint.save_tensors(self.ckpt, "scenes", dict(zip(
+            ("latents", "ids", "mask", "objects"), (t.cpu().contiguous() for t in found),
+            strict=True)))
+        return found
+
+    def _encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.recipe
         started = time.monotonic()
         examples = training_examples(r.scenes, r.seed + 1)
@@ -301,8 +339,7 @@ class Trainer:
             batch_mask = torch.where(drop[:, None], empty_mask, mask[pick])
             x0 = latents[pick]
             noise = torch.randn(x0.shape, device=self.device, generator=gen)
-            # Logit-normal noise levels (SD3): most weight on the middle of the schedule.
-            sigma = torch.sigmoid(torch.randn(r.dit_batch, device=self.device, generator=gen))
+            sigma = noise_levels(r, r.dit_batch, gen, self.device)
             s = sigma.view(-1, 1, 1, 1)
             x_t = (1 - s) * x0 + s * noise
             for group in opt.param_groups:
@@ -358,6 +395,15 @@ class Trainer:
         sampler = quality.Sampler(self.recipe.sampler_steps, self.state.get("guidance", 4.5))
         scores, _, _ = quality.score(pipe, quality.held_out(self.recipe.eval_per_category), sampler)
         self.log(stage="eval", step=step, **{k: round(v, 3) for k, v in scores.items()})
+        if self.device.type == "cpu":
+            # How much the caption helps (models.tiny.diagnose), on 64 fresh training scenes.
+            from models.tiny.diagnose import caption_gaps
+
+            gaps = caption_gaps(self.vae, self.ema["transformer"], self.ema["text_encoder"],
+                                self.recipe.gap_scenes)
+            self.log(stage="caption_gap", step=step,
+                     **{f"{other}@{sigma}": gap for sigma, row in gaps["relative_gap"].items()
+                        for other, gap in row.items()})
 
     # Stage 4: guidance chosen on validation prompts from the training split, not the held-out.
     @torch.no_grad()
