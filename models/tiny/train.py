@@ -68,10 +68,11 @@ class Recipe:
 
 
 # The GPU recipe has not been run. In the "cpu" recipe both stages stop before their LR schedules
-# end (where the timed run stopped), so a run from scratch reproduces the v2 weights; the shipped
-# weights continued those with "cpu-continue" (models/tiny/README.md), but that run used the plain
-# loss up to step 4,500 and chose its guidance from (2.0, 3.5, 5.0), so rerunning the recipe as
-# written gives a close relative, not the same weights.
+# end (where the timed run stopped), so a run from scratch reproduces the first-stage weights.
+# The shipped weights continued those with "cpu-continue", then "cpu-shift" (models/tiny/README.md).
+# The "cpu-continue" run used the plain loss up to step 4,500 and chose its guidance from
+# (2.0, 3.5, 5.0), so rerunning that recipe as written gives a close relative of its weights,
+# not the same ones.
 RECIPES = {
     "cuda": Recipe(ae_batch=64, dit_batch=512, dit_steps=16_000, train_shift=2.0),
     "cpu": Recipe(ae_steps=1750, ae_schedule_steps=2000, ae_batch=32, ae_crop=64, ae_lr=2e-3,
@@ -269,15 +270,15 @@ class Trainer:
         Kept in the checkpoint (the autoencoder no longer changes in this stage), so a resumed
         run does not encode them again."""
         r = self.recipe
-        key = {"scenes": r.scenes, "seed": r.seed,
-               "scaling_factor": self.state.get("scaling_factor")}
+        # Which scenes the checkpoint holds; a fresh or --init-from run starts without the entry.
+        key = {"scenes": r.scenes, "seed": r.seed}
         if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
             cached = checkpoint.load_tensors(self.ckpt, "scenes")
             t = {k: v.to(self.device) for k, v in cached.items()}
             self.log(stage="encode", scenes=len(t["latents"]), cached=True)
             return t["latents"], t["ids"], t["mask"], t["objects"]
         found = self._encode_scenes()
-        self.state["encoded"] = {**key, "scaling_factor": self.state["scaling_factor"]}
+        self.state["encoded"] = key
         checkpoint.save_tensors(self.ckpt, "scenes", dict(zip(
             ("latents", "ids", "mask", "objects"), (t.cpu().contiguous() for t in found),
             strict=True)))
@@ -396,7 +397,7 @@ class Trainer:
         scores, _, _ = quality.score(pipe, quality.held_out(self.recipe.eval_per_category), sampler)
         self.log(stage="eval", step=step, **{k: round(v, 3) for k, v in scores.items()})
         if self.device.type == "cpu":
-            # How much the caption helps (models.tiny.diagnose), on 64 fresh training scenes.
+            # How much the caption helps (models.tiny.diagnose), on fresh training scenes.
             from models.tiny.diagnose import caption_gaps
 
             gaps = caption_gaps(self.vae, self.ema["transformer"], self.ema["text_encoder"],
