@@ -30,6 +30,11 @@ class Family:
     max_tokens: int = 300
     controlnet: bool = False
     knows: str = ""
+    # Noise levels (sigma: 0 clean, 1 pure noise) at which classifier-free guidance is applied;
+    # outside it a step runs the conditional branch alone. Guidance at the noisiest steps can
+    # hurt a model (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"); the
+    # in-house model measures better with it off there (models/tiny/README.md).
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
 
 
 SANA = Family(
@@ -109,6 +114,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def guidance_interval(value: Any) -> tuple[float, float]:
+    """linea.json's `guidance_interval`: two noise levels, 0 <= low < high <= 1."""
+    if (isinstance(value, list | tuple) and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)):
+        low, high = float(value[0]), float(value[1])
+        if 0.0 <= low < high <= 1.0:
+            return low, high
+    raise ValueError(f"guidance_interval must be two noise levels [low, high] with "
+                     f"0 <= low < high <= 1, not {value!r}")
+
+
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
     """linea.json may rename the family and change its defaults (the in-house model does)."""
     fields: dict[str, Any] = {}
@@ -116,6 +132,8 @@ def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
                 "max_tokens"):
         if key in overrides:
             fields[key] = overrides[key]
+    if "guidance_interval" in overrides:
+        fields["guidance_interval"] = guidance_interval(overrides["guidance_interval"])
     if "family" in overrides:
         fields["key"] = str(overrides["family"])
         fields["label"] = str(overrides.get("label", overrides["family"]))

@@ -88,7 +88,11 @@ def read_facts(path: Path) -> FolderFacts:
         raise ModelFolderError(
             f"'{path}' holds a {class_name or 'unknown'} model, which Linea cannot run.",
             f"Supported families: {supported}.")
-    family = family_with_overrides(FAMILIES[class_name], overrides)
+    try:
+        family = family_with_overrides(FAMILIES[class_name], overrides)
+    except ValueError as exc:
+        raise ModelFolderError(f"'{path / 'linea.json'}' is invalid: {exc}.",
+                               "Fix that entry, or copy the model folder again.") from exc
     configs: dict[str, dict] = {}
     for component in family.components:
         folder = path / component

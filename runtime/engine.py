@@ -367,8 +367,12 @@ class Engine:
         extra = self._control_inputs(resolved, count * (2 if negative is not None else 1))
 
         def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-            tensors = {"hidden_states": x.to(dtype), "timestep": t,
-                       "encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
+            tensors = {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
+            if x.shape[0] < embeds.shape[0]:  # an unguided step: the positive half alone
+                full, n = embeds.shape[0], x.shape[0]
+                tensors = {k: v[-n:] if v.dim() and v.shape[0] == full else v
+                           for k, v in tensors.items()}
+            tensors.update(hidden_states=x.to(dtype), timestep=t)
             if g is not None:
                 tensors["guidance"] = g
             with torch.inference_mode():
@@ -399,7 +403,8 @@ class Engine:
                 scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
             settings = FlowSettings(resolved.steps, resolved.guidance_scale
                                     if self.family.uses_cfg else 1.0,
-                                    float(transformer.config.get("timestep_scale", 1.0)))
+                                    float(transformer.config.get("timestep_scale", 1.0)),
+                                    self.family.guidance_interval)
             result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step)
         if self.plan is MemoryPlan.CPU_OFFLOAD:
             parts.transformer = transformer.to("cpu")

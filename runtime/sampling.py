@@ -20,10 +20,17 @@ class FlowSettings:
     steps: int
     guidance_scale: float
     timestep_scale: float = 1.0
+    # Noise levels (0 clean, 1 pure noise) whose steps are guided; the others run the
+    # conditional branch alone (half the transformer work for those steps).
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     @property
     def uses_cfg(self) -> bool:
         return self.guidance_scale > 1.0
+
+    def guides(self, sigma: float) -> bool:
+        low, high = self.guidance_interval
+        return self.uses_cfg and low <= sigma <= high
 
 
 def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: FlowSettings,
@@ -35,15 +42,19 @@ def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: 
     train_steps = float(scheduler.config.num_train_timesteps)
     total = len(timesteps)
     for i, t in enumerate(timesteps):
-        model_input = torch.cat([latents] * 2) if settings.uses_cfg else latents
+        sigma = float(t) / train_steps
+        guided = settings.guides(sigma)
+        # Unguided steps pass the latents alone: the denoiser then reads the conditional half
+        # of its (negative, positive) inputs.
+        model_input = torch.cat([latents] * 2) if guided else latents
         timestep = t.expand(model_input.shape[0]) * settings.timestep_scale
         velocity = denoiser(model_input, timestep, None).float()
-        if settings.uses_cfg:
+        if guided:
             uncond, cond = velocity.chunk(2)
             velocity = uncond + settings.guidance_scale * (cond - uncond)
         if velocity.shape[1] == 2 * latents.shape[1]:
             velocity = velocity.chunk(2, dim=1)[0]
-        current, sigma = latents, float(t) / train_steps
+        current = latents
         latents = scheduler.step(velocity, t, latents, **step_kwargs, return_dict=False)[0]
         on_step(i + 1, total, lambda c=current, v=velocity, s=sigma: c - s * v)
     return latents

@@ -35,6 +35,23 @@ def test_linea_json_overrides_the_family_defaults(sana_tiny, tmp_path):
     assert model.family.default_steps == 12 and model.native_size == 256
 
 
+def test_guidance_interval_is_read_from_linea_json_and_a_bad_one_is_a_clear_error(
+        sana_tiny, tmp_path):
+    import pytest
+
+    from runtime import ModelFolderError
+
+    folder = tmp_path / "house"
+    shutil.copytree(sana_tiny, folder)
+    assert identify(folder).family.guidance_interval == (0.0, 1.0)
+    (folder / "linea.json").write_text(json.dumps({"guidance_interval": [0.2, 0.8]}))
+    assert identify(folder).family.guidance_interval == (0.2, 0.8)
+    for bad in ([0.8, 0.2], [0.2], "0.2-0.8", [0.2, 1.5], [True, 1]):
+        (folder / "linea.json").write_text(json.dumps({"guidance_interval": bad}))
+        with pytest.raises(ModelFolderError, match="guidance_interval must be two noise levels"):
+            identify(folder)
+
+
 def test_models_are_found_in_user_added_and_hf_cache_folders(sana_tiny, sprint_tiny, tmp_path,
                                                              data_dir, monkeypatch):
     shutil.copytree(sana_tiny, data_dir / "models" / "mine")

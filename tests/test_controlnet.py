@@ -47,6 +47,26 @@ def test_controlnet_matches_diffusers(engine, controlnet_tiny, line_map):
     torch.testing.assert_close(ours, reference, atol=ATOL, rtol=0)
 
 
+def test_controlnet_outside_the_guidance_interval_matches_unguided_diffusers(
+        controlnet_tiny, line_map, tmp_path):
+    import json
+
+    folder = tmp_path / "interval"
+    shutil.copytree(controlnet_tiny, folder)
+    (folder / "linea.json").write_text(json.dumps({"guidance_interval": [0.0, 1e-6]}))
+    engine = Engine(folder, device="cpu", precision="fp32", quantize_text_encoder=False)
+    request = GenerationRequest("a round window", width=128, height=128, steps=4,
+                                guidance_scale=4.5, seed=3, control_image=str(line_map),
+                                control_scale=0.8)
+    ours = engine.generate(request, previews=False).latents
+    pipe = SanaControlNetPipeline.from_pretrained(controlnet_tiny, torch_dtype=torch.float32)
+    reference = pipe(request.prompt, num_inference_steps=4, guidance_scale=1.0, height=128,
+                     width=128, generator=[torch.Generator("cpu").manual_seed(3)],
+                     control_image=Image.open(line_map), controlnet_conditioning_scale=0.8,
+                     output_type="latent", use_resolution_binning=False).images
+    torch.testing.assert_close(ours, reference, atol=ATOL, rtol=0)
+
+
 def test_control_changes_the_result_and_scale_zero_removes_it(engine, line_map):
     base = GenerationRequest("a round window", width=128, height=128, steps=2, seed=3)
     plain = engine.generate(base, previews=False).latents

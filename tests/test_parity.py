@@ -78,3 +78,60 @@ def test_image_k_of_a_batch_is_remade_alone_with_its_seed(sana_engine):
     assert batch.seeds == (100, 101, 102)
     torch.testing.assert_close(batch.latents[2:], alone.latents, atol=ATOL, rtol=0)
     assert not torch.allclose(batch.latents[0], batch.latents[1])
+
+
+def _with_interval(folder, tmp_path, interval):
+    import json
+    import shutil
+
+    copy = tmp_path / f"{folder.name}-interval"
+    shutil.copytree(folder, copy)
+    (copy / "linea.json").write_text(json.dumps({"guidance_interval": interval}))
+    return copy
+
+
+def test_steps_outside_the_guidance_interval_run_the_conditional_branch_alone(sana_tiny,
+                                                                              sana_pipe,
+                                                                              tmp_path):
+    # An interval no step falls in: the result must be diffusers' unguided sampling exactly
+    # (the runtime encodes the negative prompt but never uses it).
+    engine = Engine(_with_interval(sana_tiny, tmp_path, [0.0, 1e-6]), device="cpu",
+                    precision="fp32", quantize_text_encoder=False)
+    request = GenerationRequest("A red circle left of a blue square", width=128, height=128,
+                                steps=5, guidance_scale=4.5, seed=5, count=2)
+    ours = engine.generate(request, previews=False).latents
+    reference = sana_pipe(request.prompt, num_inference_steps=5, guidance_scale=1.0,
+                          height=128, width=128, num_images_per_prompt=2,
+                          generator=_generators(5, 6), output_type="latent",
+                          use_resolution_binning=False).images
+    torch.testing.assert_close(ours, reference, atol=ATOL, rtol=0)
+    guided = sana_pipe(request.prompt, num_inference_steps=5, guidance_scale=4.5, height=128,
+                       width=128, num_images_per_prompt=2, generator=_generators(5, 6),
+                       output_type="latent", use_resolution_binning=False).images
+    assert (guided - reference).abs().max() > 1e-3  # guidance does change these latents
+
+
+def test_flow_sampler_guides_exactly_the_steps_inside_the_interval():
+    from diffusers import DPMSolverMultistepScheduler
+
+    from runtime.sampling import FlowSettings, flow_sample
+
+    scheduler = DPMSolverMultistepScheduler(
+        use_flow_sigmas=True, flow_shift=2.0, prediction_type="flow_prediction")
+    seen: list[tuple[float, int]] = []
+
+    def denoiser(x, t, _g):
+        seen.append((float(t[0]) / 1000, x.shape[0]))
+        # uncond half predicts 0, cond half 1: a guided step's velocity is the scale itself
+        return torch.cat([torch.zeros_like(x[:1]), torch.ones_like(x[1:])]) if x.shape[0] == 2 \
+            else torch.ones_like(x)
+
+    settings = FlowSettings(10, 3.0, guidance_interval=(0.2, 0.8))
+    flow_sample(denoiser, scheduler, torch.zeros(1, 4, 8, 8), settings,
+                [torch.Generator().manual_seed(0)], lambda *a: None)
+    assert len(seen) == 10
+    inside = [s for s, n in seen if 0.2 <= s <= 0.8]
+    assert inside and len(inside) < 10  # the interval splits this schedule
+    assert all(n == (2 if 0.2 <= s <= 0.8 else 1) for s, n in seen)
+    assert settings.guides(0.5) and not settings.guides(0.9)
+    assert not FlowSettings(10, 1.0, guidance_interval=(0.2, 0.8)).guides(0.5)
