@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--through", choices=("runtime", "diffusers"), default="runtime")
     args = parser.parse_args(argv)
 
-    defaults = json.loads((args.model / "linea.json").read_text(encoding="utf-8"))
-    sampler = quality.Sampler(int(defaults["default_steps"]), float(defaults["default_guidance"]))
+    sampler = quality.Sampler.of_folder(args.model)
     pipe, path = load(args.model, args.through)
     prompts = quality.held_out(args.per_category)
     start = time.perf_counter()
@@ -88,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "model": args.model.name,
         "sampler": {"steps": sampler.steps, "guidance": sampler.guidance,
+                    "guidance_interval": list(sampler.interval),
                     "scheduler": "flow DPM-Solver++ (SANA's default)"},
         "through": path,
         "prompts": len(prompts),

@@ -49,6 +49,36 @@ def test_folder_loads_and_generates_through_diffusers(tmp_path):
     assert images[0].shape == (256, 256, 3)
 
 
+def test_guidance_interval_is_written_and_both_sampling_paths_follow_it(tmp_path):
+    """A folder that guides only noise levels 0.2-0.8: the runtime (reading linea.json) and the
+    evaluation's module path give the same images, unlike guidance at every step."""
+    from diffusers import SanaPipeline
+
+    from runtime import Engine
+
+    torch.manual_seed(0)
+    tokenizer = build.build_tokenizer()
+    folder = build.save_folder(
+        tmp_path / "tiny", tokenizer, build.build_text_encoder(len(tokenizer)),
+        build.build_transformer(), build.build_vae(), flow_shift=2.0, steps=6, guidance=4.5,
+        guidance_interval=(0.2, 0.8))
+    sampler = quality.Sampler.of_folder(folder)
+    assert sampler == quality.Sampler(6, 4.5, (0.2, 0.8))
+    engine = Engine(folder, device="cpu", precision="fp32", quantize_text_encoder=False)
+    assert engine.family.guidance_interval == (0.2, 0.8)
+    pipe = SanaPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    prompts, seeds = ["a red circle", "two blue stars"], [3, 4]
+    ours = quality.generate(engine, prompts, seeds, sampler)
+    modules = quality.generate(pipe, prompts, seeds, sampler)
+    everywhere = quality.generate(pipe, prompts, seeds, quality.Sampler(6, 4.5))
+    for a, b, c in zip(ours, modules, everywhere, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+        assert np.abs(a.astype(int) - c.astype(int)).max() > 1
+    with pytest.raises(ValueError, match=r"linea\.json"):
+        quality.generate(engine, prompts, seeds, quality.Sampler(6, 4.5))
+
+
 def test_autoencoder_is_f8_and_transformer_sees_8x8_tokens():
     vae, transformer = build.build_vae(), build.build_transformer()
     assert type(vae).__name__ == "AutoencoderDC" and vae.spatial_compression_ratio == 8
@@ -107,8 +137,7 @@ def shipped_pipe():
 
 
 def _shipped_sampler() -> quality.Sampler:
-    linea = json.loads((SHIPPED / "linea.json").read_text())
-    return quality.Sampler(int(linea["default_steps"]), float(linea["default_guidance"]))
+    return quality.Sampler.of_folder(SHIPPED)
 
 
 def test_shipped_model_generates_the_same_image_for_the_same_seed(shipped_pipe):

@@ -148,8 +148,10 @@ def save_folder(
     flow_shift: float,
     steps: int,
     guidance: float,
+    guidance_interval: tuple[float, float] = (0.0, 1.0),
 ) -> Path:
-    """Write a SANA folder: fp16 transformer and autoencoder, bf16 text encoder, linea.json."""
+    """Write a SANA folder: fp16 transformer and autoencoder, bf16 text encoder, linea.json
+    (with the sampler defaults: steps, guidance and the noise levels it guides)."""
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
     pipe = SanaPipeline(
@@ -173,6 +175,7 @@ def save_folder(
         ),
         "default_steps": steps,
         "default_guidance": guidance,
+        "guidance_interval": [float(v) for v in guidance_interval],
         "max_tokens": MAX_CAPTION_TOKENS,
         "knows": knows(),
     }

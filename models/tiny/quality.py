@@ -20,11 +20,26 @@ from models.tiny.evaluator import Verdict, check, summarise
 from models.tiny.scenes import CATEGORIES, Composition
 from models.tiny.split import held_out_prompts, training_composition
 
+FULL_INTERVAL = (0.0, 1.0)
+
 
 @dataclass(frozen=True)
 class Sampler:
     steps: int
     guidance: float
+    # Noise levels whose steps are guided (runtime.sampling.FlowSettings); the rest run the
+    # conditional branch alone.
+    interval: tuple[float, float] = FULL_INTERVAL
+
+    @classmethod
+    def of_folder(cls, folder) -> Sampler:
+        """The sampler a linea-tiny folder's linea.json asks for."""
+        import json
+        from pathlib import Path
+
+        linea = json.loads((Path(folder) / "linea.json").read_text(encoding="utf-8"))
+        return cls(int(linea["default_steps"]), float(linea["default_guidance"]),
+                   tuple(linea.get("guidance_interval", FULL_INTERVAL)))
 
 
 def subset(
@@ -53,16 +68,25 @@ def generate(
     size: int = NATIVE_SIZE,
 ) -> list[np.ndarray]:
     """Images (H, W, 3) uint8 for `prompts`, one seed each: through `runtime.Engine.generate`
-    when `pipe` is an Engine, else through the diffusers pipeline's own call (batched)."""
+    when `pipe` is an Engine, else through the diffusers pipeline's own call (batched), or,
+    when only part of the noise levels is guided (which SanaPipeline cannot do), through the
+    pipeline's modules and the runtime's sampling loop."""
     from runtime.engine import Engine
 
     if isinstance(pipe, Engine):
+        if tuple(pipe.family.guidance_interval) != tuple(sampler.interval):
+            raise ValueError(f"the engine's model guides noise levels "
+                             f"{pipe.family.guidance_interval}, the sampler asks for "
+                             f"{sampler.interval}: write it into the folder's linea.json")
         return [_through_runtime(pipe, prompt, seed, sampler, size)
                 for prompt, seed in zip(prompts, seeds, strict=True)]
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + batch]]
+        if tuple(sampler.interval) != FULL_INTERVAL:
+            images += _through_modules(pipe, chunk, generators, sampler, size)
+            continue
         out = pipe(
             chunk,
             height=size,
@@ -76,6 +100,42 @@ def generate(
         ).images
         images += list((np.clip(out, 0, 1) * 255).round().astype(np.uint8))
     return images
+
+
+@torch.no_grad()
+def _through_modules(pipe, prompts: list[str], generators: list[torch.Generator],
+                     sampler: Sampler, size: int) -> list[np.ndarray]:
+    """The pipeline's own modules and scheduler, sampled by the runtime's flow loop (which the
+    parity tests hold equal to SanaPipeline's where both can run)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from runtime.sampling import FlowSettings, flow_sample
+
+    cfg = sampler.guidance > 1.0
+    positive, positive_mask, negative, negative_mask = pipe.encode_prompt(
+        prompts, do_classifier_free_guidance=cfg, negative_prompt="",
+        complex_human_instruction=None, device=pipe.device)
+    embeds = torch.cat([negative, positive]) if cfg else positive
+    mask = torch.cat([negative_mask, positive_mask]) if cfg else positive_mask
+    transformer, vae = pipe.transformer, pipe.vae
+    scale = vae.spatial_compression_ratio
+    latents = randn_tensor((len(prompts), transformer.config.in_channels, size // scale,
+                            size // scale), generator=generators, device=pipe.device,
+                           dtype=torch.float32)
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor, _guidance) -> torch.Tensor:
+        n = x.shape[0]
+        return transformer(x.to(transformer.dtype), encoder_hidden_states=embeds[-n:],
+                           encoder_attention_mask=mask[-n:], timestep=t).sample
+
+    scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
+    settings = FlowSettings(sampler.steps, sampler.guidance,
+                            guidance_interval=tuple(sampler.interval))
+    latents = flow_sample(denoiser, scheduler, latents, settings, generators,
+                          lambda *_: None)
+    decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
+    decoded = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    return list((decoded * 255).round().astype(np.uint8))
 
 
 def _through_runtime(engine, prompt: str, seed: int, sampler: Sampler, size: int) -> np.ndarray:
