@@ -70,3 +70,28 @@ def test_training_noise_levels_are_shifted_like_the_sampler():
     assert abs(share_above(RECIPES["cpu-continue"], 0.8) - 0.083) < 0.005  # unshifted
     assert RECIPES["cpu-shift"].train_shift == 2.0
     assert abs(share_above(RECIPES["cpu-shift"], 0.8) - 0.244) < 0.005
+
+
+def test_sampler_choice_tries_each_guidance_in_each_interval_and_the_folder_keeps_the_best(
+        tmp_path):
+    from models.tiny import quality
+    from runtime import identify
+
+    recipe = dataclasses.replace(_recipe(1), guidances=(2.0, 4.0),
+                                 guidance_intervals=((0.0, 1.0), (0.2, 0.8)),
+                                 sampler_per_category=1)
+    trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    trainer.train_transformer(resume=False)
+    assert trainer.state["stage"] == "sampler"
+    trainer.choose_sampler()
+    tried = [e for e in trainer.state["log"] if e.get("stage") == "sampler"]
+    assert [(e["guidance"], tuple(e["interval"])) for e in tried] == [
+        (2.0, (0.0, 1.0)), (4.0, (0.0, 1.0)), (2.0, (0.2, 0.8)), (4.0, (0.2, 0.8))]
+    best = max(tried, key=lambda e: e["validation"])  # the first of equals, as the choice
+    assert trainer.state["guidance"] == best["guidance"]
+    assert trainer.state["guidance_interval"] == best["interval"]
+    folder = trainer.export()
+    assert quality.Sampler.of_folder(folder) == quality.Sampler(
+        recipe.sampler_steps, best["guidance"], tuple(best["interval"]))
+    assert identify(folder).family.guidance_interval == tuple(best["interval"])
