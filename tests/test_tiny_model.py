@@ -197,6 +197,27 @@ def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp
         guidance=4.5)
     report = diagnose(folder, scenes=8)
     for sigma, gaps in report["relative_gap"].items():
-        assert gaps == {"shuffled": 0.0, "empty": 0.0}, sigma
+        assert gaps == {"shuffled": 0.0, "empty": 0.0, "shape": 0.0, "colour": 0.0}, sigma
         assert 0 < report["cross_attention_entropy"][sigma] <= math.log(build.MAX_CAPTION_TOKENS)
     assert report["loss"][0.9]["right"] > 0
+
+
+def test_swapped_captions_change_every_shape_or_colour_word_and_nothing_else():
+    from models.tiny.captions import parse_prompt
+    from models.tiny.diagnose import swapped
+    from models.tiny.split import training_examples
+
+    assert swapped("three small crosses, all red", "shape") == "three small squares, all red"
+    assert swapped("a red star left of a blue heart", "colour") == (
+        "a green star left of a red heart")
+    for example in training_examples(200, 7):
+        before = parse_prompt(example.caption)
+        for kind in ("shape", "colour"):
+            after = parse_prompt(swapped(example.caption, kind))
+            assert after.relation == before.relation and len(after.objects) == len(before.objects)
+            for a, b in zip(before.objects, after.objects, strict=True):
+                assert a.count == b.count and a.size == b.size
+                if kind == "shape":
+                    assert b.shape != a.shape and b.colour == a.colour
+                else:
+                    assert b.shape == a.shape and (b.colour != a.colour or a.colour is None)

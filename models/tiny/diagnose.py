@@ -4,9 +4,11 @@
 
 Renders fresh training scenes, encodes them with the folder's autoencoder, noises them, and
 compares the transformer's flow-matching loss with each scene's own caption against another
-scene's caption and the empty caption. The relative gaps, (other - right) / other, say how much
-the caption helps: against the empty caption near 0 means the conditional prediction is hardly
-better than the unconditional one (guidance then has little to amplify). Also
+scene's caption, the empty caption, and the own caption with its shape words (or its colour
+words) swapped for others. The relative gaps, (other - right) / other, say how much the caption
+helps: against the empty caption near 0 means the conditional prediction is hardly better than
+the unconditional one (guidance then has little to amplify); the swapped ones say at which noise
+levels the model reads which kind of word. Also
 reports the entropy of the cross-attention over caption tokens (log of the token count means
 uniform: it reads no particular word).
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from models.tiny import build
+from models.tiny.captions import PLURALS
 from models.tiny.render import render_batch
+from models.tiny.scenes import COLOURS, SHAPES
 from models.tiny.split import training_examples
 
 DEFAULT = Path(__file__).resolve().parents[2] / "assets" / "models" / "linea-tiny"
@@ -38,6 +43,25 @@ def _load(folder: Path):
     text_encoder = Gemma2Model.from_pretrained(
         folder / "text_encoder", torch_dtype=torch.float32).eval()
     return vae, transformer, text_encoder
+
+
+def _rotation(words: list[str], by: int = 3) -> dict[str, str]:
+    return {w: words[(i + by) % len(words)] for i, w in enumerate(words)}
+
+
+_SWAPS = {
+    "shape": {**_rotation(list(SHAPES)),
+              **{PLURALS[a]: PLURALS[b] for a, b in _rotation(list(SHAPES)).items()}},
+    "colour": _rotation(list(COLOURS)),
+}
+
+
+def swapped(caption: str, kind: str) -> str:
+    """`caption` with every shape word ("shape", plurals kept) or colour word ("colour")
+    replaced by another of its kind (a fixed rotation, so never by itself)."""
+    table = _SWAPS[kind]
+    pattern = r"\b(" + "|".join(sorted(map(re.escape, table), key=len, reverse=True)) + r")\b"
+    return re.sub(pattern, lambda m: table[m.group(1)], caption)
 
 
 def diagnose(folder: Path, scenes: int = 128, seed: int = 5) -> dict:
@@ -58,6 +82,9 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
                        max_length=build.MAX_CAPTION_TOKENS, truncation=True, return_tensors="pt")
     empty = tokenizer([""] * scenes, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                       return_tensors="pt")
+    swaps = {kind: tokenizer([swapped(e.caption, kind) for e in examples], padding="max_length",
+                             max_length=build.MAX_CAPTION_TOKENS, truncation=True,
+                             return_tensors="pt") for kind in ("shape", "colour")}
     entropies: list[float] = []
 
     def attention_entropy(module, args, kwargs, _output) -> None:
@@ -83,6 +110,7 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
             ("right", tokens.input_ids, tokens.attention_mask),
             ("shuffled", tokens.input_ids[shuffled], tokens.attention_mask[shuffled]),
             ("empty", empty.input_ids, empty.attention_mask),
+            *((kind, t.input_ids, t.attention_mask) for kind, t in swaps.items()),
         ):
             entropies.clear()
             text = text_encoder(ids, attention_mask=mask)[0]
@@ -95,7 +123,7 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
         report["loss"][sigma] = losses
         report["relative_gap"][sigma] = {
             other: round((losses[other] - losses["right"]) / losses[other], 4)
-            for other in ("shuffled", "empty")}
+            for other in ("shuffled", "empty", "shape", "colour")}
     for hook in hooks:
         hook.remove()
     words = tokens.attention_mask.sum(1).float().mean().item()
