@@ -63,6 +63,8 @@ class GenerationResult:
             "prompt": resolved.prompt, "negative_prompt": resolved.request.negative_prompt,
             "steps": resolved.steps, "sampler": resolved.sampler.value,
             "sampler_label": resolved.sampler.label, "guidance_scale": resolved.guidance_scale,
+            # the model's (linea.json); another tool reading "CFG scale" guides every step
+            "guidance_interval": list(self.model.family.guidance_interval),
             "seed": seed, "width": resolved.width, "height": resolved.height,
             "model": self.model.name, "family": self.model.family.key,
             "precision": self.precision, "plan": self.plan.value, "device": self.device,

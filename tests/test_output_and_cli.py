@@ -34,6 +34,7 @@ def test_png_carries_a1111_parameters_json_and_ai_tag(result, tmp_path):
     assert "Steps: 3, Sampler: Flow-DPM-Solver, CFG scale: 5.0, Seed: 1235, Size: 96x64" in params
     record = json.loads(text["linea"])
     assert record["request"]["seed"] == 1235 and record["request"]["count"] == 1
+    assert record["guidance_scale"] == 5.0 and record["guidance_interval"] == [0.0, 1.0]
     assert AI_SOURCE_TYPE in text["XML:com.adobe.xmp"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -99,7 +99,9 @@ def test_steps_outside_the_guidance_interval_run_the_conditional_branch_alone(sa
                     precision="fp32", quantize_text_encoder=False)
     request = GenerationRequest("A red circle left of a blue square", width=128, height=128,
                                 steps=5, guidance_scale=4.5, seed=5, count=2)
-    ours = engine.generate(request, previews=False).latents
+    made = engine.generate(request, previews=False)
+    assert made.record(0)["guidance_interval"] == [0.0, 1e-6]  # kept in the PNG's metadata
+    ours = made.latents
     reference = sana_pipe(request.prompt, num_inference_steps=5, guidance_scale=1.0,
                           height=128, width=128, num_images_per_prompt=2,
                           generator=_generators(5, 6), output_type="latent",
