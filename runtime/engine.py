@@ -368,13 +368,14 @@ class Engine:
         forward = self._denoiser_forward(transformer)
         extra = self._control_inputs(resolved, count * (2 if negative is not None else 1))
 
+        inputs = {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
+        # An unguided step (outside the model's guidance interval) takes the positive half alone.
+        positive_only = {k: v[-count:] if v.dim() and v.shape[0] == embeds.shape[0] else v
+                         for k, v in inputs.items()}
+
         def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-            tensors = {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
-            if x.shape[0] < embeds.shape[0]:  # an unguided step: the positive half alone
-                full, n = embeds.shape[0], x.shape[0]
-                tensors = {k: v[-n:] if v.dim() and v.shape[0] == full else v
-                           for k, v in tensors.items()}
-            tensors.update(hidden_states=x.to(dtype), timestep=t)
+            tensors = {**(positive_only if x.shape[0] < embeds.shape[0] else inputs),
+                       "hidden_states": x.to(dtype), "timestep": t}
             if g is not None:
                 tensors["guidance"] = g
             with torch.inference_mode():

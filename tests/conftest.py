@@ -10,6 +10,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gc
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,6 +75,19 @@ def sana_tiny(replica_dir) -> Path:
 @pytest.fixture(scope="session")
 def sprint_tiny(replica_dir) -> Path:
     return replica_dir("sprint-600m")
+
+
+@pytest.fixture
+def with_interval(tmp_path):
+    """A copy of a model folder whose linea.json limits guidance to `interval`."""
+
+    def copy(folder: Path, interval: list[float]) -> Path:
+        target = tmp_path / f"{folder.name}-interval"
+        shutil.copytree(folder, target)
+        (target / "linea.json").write_text(json.dumps({"guidance_interval": interval}))
+        return target
+
+    return copy
 
 
 @pytest.fixture

@@ -48,13 +48,9 @@ def test_controlnet_matches_diffusers(engine, controlnet_tiny, line_map):
 
 
 def test_controlnet_outside_the_guidance_interval_matches_unguided_diffusers(
-        controlnet_tiny, line_map, tmp_path):
-    import json
-
-    folder = tmp_path / "interval"
-    shutil.copytree(controlnet_tiny, folder)
-    (folder / "linea.json").write_text(json.dumps({"guidance_interval": [0.0, 1e-6]}))
-    engine = Engine(folder, device="cpu", precision="fp32", quantize_text_encoder=False)
+        controlnet_tiny, line_map, with_interval):
+    engine = Engine(with_interval(controlnet_tiny, [0.0, 1e-6]), device="cpu", precision="fp32",
+                    quantize_text_encoder=False)
     request = GenerationRequest("a round window", width=128, height=128, steps=4,
                                 guidance_scale=4.5, seed=3, control_image=str(line_map),
                                 control_scale=0.8)

@@ -80,22 +80,12 @@ def test_image_k_of_a_batch_is_remade_alone_with_its_seed(sana_engine):
     assert not torch.allclose(batch.latents[0], batch.latents[1])
 
 
-def _with_interval(folder, tmp_path, interval):
-    import json
-    import shutil
-
-    copy = tmp_path / f"{folder.name}-interval"
-    shutil.copytree(folder, copy)
-    (copy / "linea.json").write_text(json.dumps({"guidance_interval": interval}))
-    return copy
-
-
 def test_steps_outside_the_guidance_interval_run_the_conditional_branch_alone(sana_tiny,
                                                                               sana_pipe,
-                                                                              tmp_path):
+                                                                              with_interval):
     # An interval no step falls in: the result must be diffusers' unguided sampling exactly
     # (the runtime encodes the negative prompt but never uses it).
-    engine = Engine(_with_interval(sana_tiny, tmp_path, [0.0, 1e-6]), device="cpu",
+    engine = Engine(with_interval(sana_tiny, [0.0, 1e-6]), device="cpu",
                     precision="fp32", quantize_text_encoder=False)
     request = GenerationRequest("A red circle left of a blue square", width=128, height=128,
                                 steps=5, guidance_scale=4.5, seed=5, count=2)

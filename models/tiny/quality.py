@@ -33,13 +33,13 @@ class Sampler:
 
     @classmethod
     def of_folder(cls, folder) -> Sampler:
-        """The sampler a linea-tiny folder's linea.json asks for."""
-        import json
-        from pathlib import Path
+        """The sampler a model folder asks for, as the runtime's catalogue reads it (its
+        family's defaults with the folder's linea.json, checked)."""
+        from runtime import identify
 
-        linea = json.loads((Path(folder) / "linea.json").read_text(encoding="utf-8"))
-        return cls(int(linea["default_steps"]), float(linea["default_guidance"]),
-                   tuple(linea.get("guidance_interval", FULL_INTERVAL)))
+        family = identify(folder).family
+        return cls(int(family.default_steps), float(family.default_guidance),
+                   tuple(family.guidance_interval))
 
 
 def subset(

@@ -67,7 +67,7 @@ class Recipe:
     guidances: tuple[float, ...] = (3.0, 4.5, 6.0)
     # Noise-level intervals tried for guidance (runtime.sampling.FlowSettings) with each of
     # `guidances`, on `sampler_per_category` validation prompts per category (0: eval_per_category).
-    guidance_intervals: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+    guidance_intervals: tuple[tuple[float, float], ...] = (quality.FULL_INTERVAL,)
     sampler_per_category: int = 0
 
 
@@ -413,7 +413,7 @@ class Trainer:
     def evaluate(self, step: int) -> None:
         pipe = self.pipeline()
         sampler = quality.Sampler(self.recipe.sampler_steps, self.state.get("guidance", 4.5),
-                                  tuple(self.state.get("guidance_interval", (0.0, 1.0))))
+                                  tuple(self.state.get("guidance_interval", quality.FULL_INTERVAL)))
         scores, _, _ = quality.score(pipe, quality.held_out(self.recipe.eval_per_category), sampler)
         self.log(stage="eval", step=step, **{k: round(v, 3) for k, v in scores.items()})
         if self.device.type == "cpu":
@@ -486,12 +486,11 @@ class Trainer:
                 weights.update(load_file(file))
             module.load_state_dict({k: v.float() for k, v in weights.items()})
         config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
-        linea = json.loads((folder / "linea.json").read_text(encoding="utf-8"))
+        sampler = quality.Sampler.of_folder(folder)
         self.state.update(stage="dit", ae_step=self.recipe.ae_steps,
                           dit_step=self.recipe.dit_start, init_from=str(folder),
                           scaling_factor=float(config["scaling_factor"]),
-                          guidance=float(linea["default_guidance"]),
-                          guidance_interval=list(linea.get("guidance_interval", (0.0, 1.0))))
+                          guidance=sampler.guidance, guidance_interval=list(sampler.interval))
         self.log(stage="init", folder=str(folder), step=self.recipe.dit_start)
 
     def export(self) -> Path:
@@ -501,7 +500,7 @@ class Trainer:
             copy.deepcopy(self.ema["transformer"]).cpu(), copy.deepcopy(self.vae).cpu(),
             flow_shift=self.recipe.flow_shift, steps=self.recipe.sampler_steps,
             guidance=self.state.get("guidance", 4.5),
-            guidance_interval=tuple(self.state.get("guidance_interval", (0.0, 1.0))))
+            guidance_interval=tuple(self.state.get("guidance_interval", quality.FULL_INTERVAL)))
         print(f"wrote {folder}", flush=True)
         return folder
 
