@@ -133,6 +133,9 @@ def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
         if key in overrides:
             fields[key] = overrides[key]
     if "guidance_interval" in overrides:
+        if not family.uses_cfg:
+            raise ValueError(f"guidance_interval applies to models sampled with classifier-free "
+                             f"guidance; a {family.label} model takes none, so remove the entry")
         fields["guidance_interval"] = guidance_interval(overrides["guidance_interval"])
     if "family" in overrides:
         fields["key"] = str(overrides["family"])

@@ -52,6 +52,16 @@ def test_guidance_interval_is_read_from_linea_json_and_a_bad_one_is_a_clear_erro
             identify(folder)
 
 
+def test_a_guidance_interval_on_a_model_without_guidance_is_refused(sprint_tiny, with_interval):
+    import pytest
+
+    from runtime import ModelFolderError
+
+    # SANA-Sprint samples without classifier-free guidance: an interval there would be ignored.
+    with pytest.raises(ModelFolderError, match="SANA-Sprint model takes none, so remove the entry"):
+        identify(with_interval(sprint_tiny, [0.2, 0.8]))
+
+
 def test_models_are_found_in_user_added_and_hf_cache_folders(sana_tiny, sprint_tiny, tmp_path,
                                                              data_dir, monkeypatch):
     shutil.copytree(sana_tiny, data_dir / "models" / "mine")

@@ -70,6 +70,8 @@ def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_di
     assert QApplication.activeModalWidget() is None
     assert model.family.knows in win.panel.model_note.text()
     assert (win.panel.width_box.value(), win.panel.height_box.value()) == (256, 256)
+    low, high = model.family.guidance_interval
+    assert f"only at noise levels {low:g}-{high:g}" in win.panel.guidance.toolTip()
     win.panel.prompt.setPlainText("a red circle to the left of a blue square")
     win.panel.seed.setText("7")
     win.panel.lock_seed.setChecked(True)
@@ -124,8 +126,11 @@ def test_steps_follow_the_model_family_and_the_fast_mode_picks_sprint(qtbot, win
     low, high = model.family.step_range
     assert (panel.steps.minimum(), panel.steps.maximum()) == (low, high)
     assert panel.steps.value() == model.family.default_steps <= 4
+    assert "at no extra cost" in panel.guidance.toolTip()
     panel.mode.setCurrentIndex(0)
     assert panel.current_model().name == "tiny-sana" and panel.steps.maximum() >= 20
+    assert "1 turns it off." in panel.guidance.toolTip()
+    assert "noise levels" not in panel.guidance.toolTip()  # this model guides every step
 
 
 def test_model_list_says_whether_each_model_fits_the_device(qtbot, window):

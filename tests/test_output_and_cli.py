@@ -32,6 +32,7 @@ def test_png_carries_a1111_parameters_json_and_ai_tag(result, tmp_path):
     params = text["parameters"]
     assert params.startswith("a red circle, on white\nNegative prompt: blurry\n")
     assert "Steps: 3, Sampler: Flow-DPM-Solver, CFG scale: 5.0, Seed: 1235, Size: 96x64" in params
+    assert "Guidance interval" not in params  # this model guides every step
     record = json.loads(text["linea"])
     assert record["request"]["seed"] == 1235 and record["request"]["count"] == 1
     assert record["guidance_scale"] == 5.0 and record["guidance_interval"] == [0.0, 1.0]
@@ -45,6 +46,20 @@ def test_stored_request_remakes_the_same_image(result, sana_tiny, tmp_path):
     again = Engine(sana_tiny, device="cpu").generate(request.with_changes(model=""),
                                                      previews=False)
     assert again.images[0].tobytes() == result.images[1].tobytes()
+
+
+def test_a1111_parameters_say_a_models_guidance_interval_and_still_read_back(
+        sana_tiny, with_interval, tmp_path):
+    folder = with_interval(sana_tiny, [0.2, 0.8])
+    request = GenerationRequest("a red circle", width=64, height=64, steps=2,
+                                guidance_scale=3.0, seed=7)
+    result = Engine(folder, device="cpu").generate(request, previews=False)
+    path = save_png(result.images[0], tmp_path / "image.png", result.record(0))
+    with Image.open(path) as image:
+        params = image.text["parameters"]
+    assert "CFG scale: 3.0, Guidance interval: 0.2-0.8, Seed: 7" in params
+    fields = parse_a1111(params)
+    assert fields["guidance_scale"] == 3.0 and fields["seed"] == 7 and fields["steps"] == 2
 
 
 def test_a1111_parameters_from_another_tool_are_read():

@@ -35,6 +35,20 @@ FIT_NOTES = {True: "Fits this device.",
 LIVE_SPRINT_STEPS = 2
 
 
+def guidance_tip(family) -> str:
+    """What the guidance box does for this family (and, for the bundled model, when)."""
+    if not family.uses_cfg:
+        return (f"How closely to follow the prompt. A {family.label} model takes it as an "
+                "input of each step, at no extra cost.")
+    tip = ("How closely to follow the prompt (classifier-free guidance: a second pass per "
+           "step); 1 turns it off.")
+    low, high = family.guidance_interval
+    if (low, high) != (0.0, 1.0):
+        tip += (f" This model applies it only at noise levels {low:g}-{high:g} (of 1 = pure "
+                "noise); the other steps run one pass.")
+    return tip
+
+
 def model_label(model: ModelInfo, fits: bool | None) -> str:
     """Name, family and size, and whether it fits (unknown until the device is found)."""
     mark = {None: "", True: "", False: "  (may not fit)"}[fits]
@@ -205,6 +219,7 @@ class GenerationPanel(QWidget):
         self.steps.setRange(*family.step_range)
         self.steps.setValue(family.default_steps)
         self.guidance.setValue(family.default_guidance)
+        self.guidance.setToolTip(guidance_tip(family))
         self._show_note()
         self.width_box.setMaximum(model.max_side)
         self.height_box.setMaximum(model.max_side)
