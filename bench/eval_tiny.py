@@ -59,7 +59,7 @@ def load(model: Path, through: str):
         return engine, f"Linea runtime ({engine.precision.describe()})"
     from diffusers import SanaPipeline
 
-    pipe = SanaPipeline.from_pretrained(model)
+    pipe = SanaPipeline.from_pretrained(model, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe, "diffusers SanaPipeline (fp32)"
 

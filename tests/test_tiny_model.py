@@ -77,6 +77,13 @@ def test_guidance_interval_is_written_and_both_sampling_paths_follow_it(tmp_path
         assert np.abs(a.astype(int) - c.astype(int)).max() > 1
     with pytest.raises(ValueError, match=r"linea\.json"):
         quality.generate(engine, prompts, seeds, quality.Sampler(6, 4.5))
+    # Loaded in the folder's own dtypes (bf16 text encoder, fp16 transformer) the module path
+    # still runs: the caption is cast to the transformer's dtype, as SanaPipeline does.
+    native = SanaPipeline.from_pretrained(folder)
+    native.set_progress_bar_config(disable=True)
+    assert native.text_encoder.dtype == torch.bfloat16
+    half = quality.generate(native, prompts[:1], seeds[:1], sampler)
+    assert np.abs(half[0].astype(int) - ours[0].astype(int)).mean() < 2
 
 
 def test_autoencoder_is_f8_and_transformer_sees_8x8_tokens():

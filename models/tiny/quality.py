@@ -115,7 +115,9 @@ def _through_modules(pipe, prompts: list[str], generators: list[torch.Generator]
     positive, positive_mask, negative, negative_mask = pipe.encode_prompt(
         prompts, do_classifier_free_guidance=cfg, negative_prompt="",
         complex_human_instruction=None, device=pipe.device)
-    embeds = torch.cat([negative, positive]) if cfg else positive
+    # As SanaPipeline does: the caption in the transformer's dtype (a bf16 text encoder's output
+    # would not go through an fp32 transformer's projection).
+    embeds = (torch.cat([negative, positive]) if cfg else positive).to(pipe.transformer.dtype)
     mask = torch.cat([negative_mask, positive_mask]) if cfg else positive_mask
     transformer, vae = pipe.transformer, pipe.vae
     scale = vae.spatial_compression_ratio
