@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 FLOW_SAMPLERS = ("flow-dpm-solver", "flow-euler")
+# Guidance at every noise level: the interval of a model that does not limit it.
+FULL_INTERVAL = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Family:
     # outside it a step runs the conditional branch alone. Guidance at the noisiest steps can
     # hurt a model (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"); the
     # in-house model measures better with it off there (models/tiny/README.md).
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_interval: tuple[float, float] = FULL_INTERVAL
 
 
 SANA = Family(

@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from models.families import FULL_INTERVAL
 from runtime.errors import OutputPathError, RequestError
 from runtime.request import GenerationRequest
 
@@ -49,8 +50,8 @@ def a1111_parameters(record: dict[str, Any]) -> str:
         ("Size", f"{record['width']}x{record['height']}"), ("Model", record["model"]),
         ("Version", f"Linea {record['version']}"),
     ]
-    low, high = record.get("guidance_interval") or (0.0, 1.0)
-    if (low, high) != (0.0, 1.0):
+    low, high = record.get("guidance_interval") or FULL_INTERVAL
+    if (low, high) != FULL_INTERVAL:
         # The scale alone would read as guidance at every step; say at which noise levels.
         pairs.insert(3, ("Guidance interval", f"{low:g}-{high:g}"))
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs))

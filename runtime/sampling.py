@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.families import FULL_INTERVAL
+
 # (model input, timestep, guidance or None) -> model output
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 # (step number from 1, total, current estimate of the clean latents) -> None; may raise to stop
@@ -22,7 +24,7 @@ class FlowSettings:
     timestep_scale: float = 1.0
     # Noise levels (0 clean, 1 pure noise) whose steps are guided; the others run the
     # conditional branch alone (half the transformer work for those steps).
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_interval: tuple[float, float] = FULL_INTERVAL
 
     @property
     def uses_cfg(self) -> bool:

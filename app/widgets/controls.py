@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.control_box import ControlBox
+from models.families import FULL_INTERVAL, Family
 from runtime import GenerationRequest, ModelInfo, aspect_presets, random_seed
 
 CUSTOM = "Custom"
@@ -35,7 +36,7 @@ FIT_NOTES = {True: "Fits this device.",
 LIVE_SPRINT_STEPS = 2
 
 
-def guidance_tip(family) -> str:
+def guidance_tip(family: Family) -> str:
     """What the guidance box does for this family (and, for the bundled model, when)."""
     if not family.uses_cfg:
         return (f"How closely to follow the prompt. A {family.label} model takes it as an "
@@ -43,7 +44,7 @@ def guidance_tip(family) -> str:
     tip = ("How closely to follow the prompt (classifier-free guidance: a second pass per "
            "step); 1 turns it off.")
     low, high = family.guidance_interval
-    if (low, high) != (0.0, 1.0):
+    if (low, high) != FULL_INTERVAL:
         tip += (f" This model applies it only at noise levels {low:g}-{high:g} (of 1 = pure "
                 "noise); the other steps run one pass.")
     return tip

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.families import FULL_INTERVAL
 from models.tiny.build import NATIVE_SIZE
 from models.tiny.captions import caption
 from models.tiny.evaluator import Verdict, check, summarise
 from models.tiny.scenes import CATEGORIES, Composition
 from models.tiny.split import held_out_prompts, training_composition
-
-FULL_INTERVAL = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
