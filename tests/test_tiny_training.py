@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from models.tiny import checkpoint
 from models.tiny.train import RECIPES, Trainer, noise_levels
@@ -95,3 +96,94 @@ def test_sampler_choice_tries_each_guidance_in_each_interval_and_the_folder_keep
     assert quality.Sampler.of_folder(folder) == quality.Sampler(
         recipe.sampler_steps, best["guidance"], tuple(best["interval"]))
     assert identify(folder).family.guidance_interval == tuple(best["interval"])
+
+
+def test_label_maps_mark_each_cell_with_the_shape_and_colour_covering_it():
+    from models.tiny.render import label_maps
+    from models.tiny.scenes import COLOURS, SHAPES, Background, PlacedObject, Scene
+
+    plain = Background((0.1, 0.1, 0.1), (0.1, 0.1, 0.1))
+    circle = PlacedObject("circle", "red", 0.25, 0.5, 0.125)  # 8 cells across at 32 x 32
+    star = PlacedObject("star", "blue", 0.75, 0.25, 0.1)
+    speck = PlacedObject("square", "green", 0.5, 0.9, 0.005)  # smaller than a cell
+    late = PlacedObject("square", "pink", 0.3, 0.5, 0.05)  # drawn over the circle's right half
+    maps = label_maps([Scene((circle, star, speck), plain), Scene((circle, late), plain)], 32)
+    assert maps.shape == (2, 2, 32, 32) and maps.dtype == torch.int64
+    shape_of = {name: SHAPES.index(name) + 1 for name in SHAPES}
+    colour_of = {name: list(COLOURS).index(name) + 1 for name in COLOURS}
+    first = maps[0]
+    assert (first[0, 16, 8], first[1, 16, 8]) == (shape_of["circle"], colour_of["red"])
+    assert (first[0, 8, 24], first[1, 8, 24]) == (shape_of["star"], colour_of["blue"])
+    assert (first[0, 28, 16], first[1, 28, 16]) == (shape_of["square"], colour_of["green"])
+    assert first[0, 2, 2] == first[1, 2, 2] == 0  # background
+    circle_cells = int((first[0] == shape_of["circle"]).sum())
+    assert abs(circle_cells - math.pi * 4**2) <= 6  # radius 4 cells
+    star_cells = int((first[0] == shape_of["star"]).sum())
+    assert 0 < star_cells < circle_cells * 0.6  # a star fills far less of its box than a disc
+    # Painting order: the later square covers part of the circle.
+    second = maps[1]
+    assert (second[0, 16, 9], second[1, 16, 9]) == (shape_of["square"], colour_of["pink"])
+    assert (second[0, 16, 5], second[1, 16, 5]) == (shape_of["circle"], colour_of["red"])
+
+
+def test_the_auxiliary_loss_reads_tokens_in_the_transformers_patch_order():
+    from models.tiny import build
+    from models.tiny.scenes import COLOURS, SHAPES
+
+    classes = len(SHAPES) + 1 + len(COLOURS) + 1
+    patch, grid = build.PATCH_SIZE, 8
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.stack([torch.randint(0, len(SHAPES) + 1, (2, 32, 32), generator=gen),
+                          torch.randint(0, len(COLOURS) + 1, (2, 32, 32), generator=gen)], 1)
+    one_hot = torch.cat([F.one_hot(labels[:, 0], len(SHAPES) + 1),
+                         F.one_hot(labels[:, 1], len(COLOURS) + 1)], -1).float()  # B, H, W, C
+    # Patchify as SanaTransformer2DModel's output is unpatchified: token (i, j) in row-major
+    # order holds its (row-in-patch, column-in-patch, channel) values.
+    tokens = one_hot.view(2, grid, patch, grid, patch, classes).permute(0, 1, 3, 2, 4, 5)
+    hidden = 20 * tokens.reshape(2, grid * grid, patch * patch * classes)
+    head = torch.nn.Linear(hidden.shape[-1], hidden.shape[-1])
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(hidden.shape[-1]))
+        head.bias.zero_()
+    weight = torch.ones(2, 32, 32)
+    right = Trainer._aux_loss(head, hidden, labels, weight)
+    assert float(right) < 1e-3
+    # The same logits read with the patch's rows and columns swapped score badly.
+    wrong = Trainer._aux_loss(head, hidden, labels.transpose(-1, -2), weight)
+    assert float(wrong) > 5
+
+
+def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(tmp_path):
+    from diffusers import SanaTransformer2DModel
+
+    def recipe(steps: int):
+        return dataclasses.replace(
+            RECIPES["cpu-aux"], scenes=12, dit_batch=4, dit_steps=RECIPES["cpu-aux"].dit_start
+            + steps, dit_schedule_steps=RECIPES["cpu-aux"].dit_start + 4, warmup=2,
+            eval_every=1000, eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
+
+    start = RECIPES["cpu-aux"].dit_start
+    unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
+    unbroken.init_from(SHIPPED)
+    unbroken.train_transformer(resume=False)
+    first = Trainer(recipe(2), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    first.init_from(SHIPPED)
+    first.train_transformer(resume=False)
+    second = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    second.load()
+    second.train_transformer(resume=True)
+    assert second.state["dit_step"] == start + 3
+    a = checkpoint.load_tensors(tmp_path / "unbroken" / "checkpoint", "dit")
+    b = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit")
+    assert a.keys() == b.keys() and "aux.weight" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a["aux.weight"].abs().max()) > 0  # zero-initialised, then trained
+    # The scenes' label maps are kept with the latents.
+    scenes = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "scenes")
+    assert scenes["labels"].shape == (12, 2, 32, 32)
+    # Exported from the checkpoint, the folder holds SANA's transformer alone.
+    exported = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    exported.load()
+    folder = exported.export()
+    transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
+    assert not any("aux" in name for name in transformer.state_dict())

@@ -149,3 +149,26 @@ def render(scene: Scene, size: int = 256) -> np.ndarray:
     """One scene as an (size, size, 3) uint8 array."""
     image = render_batch([scene], size)[0]
     return (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def label_maps(scenes: list[Scene], size: int) -> torch.Tensor:
+    """What covers each cell of a (size x size) grid over each scene: (N, 2, size, size) int64,
+    channel 0 the shape (index in SHAPES + 1) and channel 1 the colour (index in COLOURS + 1),
+    0 for background. A cell takes the last-drawn object whose outline holds its centre; an
+    object smaller than a cell still marks the cell its centre falls in."""
+    from models.tiny.scenes import SHAPES
+
+    colours = list(COLOURS)
+    labels = torch.zeros(len(scenes), 2, size, size, dtype=torch.int64)
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    for index, scene in enumerate(scenes):
+        for obj in scene.objects:
+            v, u = torch.meshgrid((coords - obj.y) / obj.radius, (coords - obj.x) / obj.radius,
+                                  indexing="ij")
+            inside = shape_distance(obj.shape, u, v) < 0
+            row = min(max(int(obj.y * size), 0), size - 1)
+            col = min(max(int(obj.x * size), 0), size - 1)
+            inside[row, col] = True
+            labels[index, 0][inside] = SHAPES.index(obj.shape) + 1
+            labels[index, 1][inside] = colours.index(obj.colour) + 1
+    return labels

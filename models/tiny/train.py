@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from models.tiny import build, checkpoint, quality
-from models.tiny.render import render_batch
+from models.tiny.render import label_maps, render_batch
+from models.tiny.scenes import COLOURS, SHAPES
 from models.tiny.split import training_examples
 
 
@@ -51,6 +52,14 @@ class Recipe:
     # Flow-matching loss weight on latent cells covering an object (1 + object_weight there):
     # objects are ~8 % of the cells, and only there does the caption say what to draw.
     object_weight: float = 0.0
+    # Auxiliary loss (training only; the head is not shipped): from the output of transformer
+    # block `aux_block`, a linear head predicts for every latent cell which shape and which
+    # colour covers it (cross-entropy against the scene's label map, object cells weighted like
+    # the flow loss). The flow loss says little about shape: a star and a hexagon in the same
+    # place differ in a few edge cells, while not knowing where the object lies costs far more.
+    # The label map asks each token what it holds, which at high noise only the caption tells.
+    aux_weight: float = 0.0
+    aux_block: int = 3
     caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
     flow_shift: float = 2.0
     # Noise levels for training: logit-normal, then shifted like the sampler's sigmas
@@ -127,6 +136,14 @@ RECIPES["cpu-scratch"] = dataclasses.replace(
     checkpoint_every=500, eval_guidance=3.0, eval_interval=(0.2, 0.8),
     guidances=(2.0, 3.0, 4.5, 6.0), guidance_intervals=((0.0, 1.0), (0.2, 0.8)),
     sampler_per_category=16)
+
+
+# A fifth CPU stage, continued from the shipped folder (step 25,000): cpu-more's data, noise
+# levels and peak LR over 8,000 steps (the last 3,300 decaying), plus the auxiliary label-map
+# loss.
+RECIPES["cpu-aux"] = dataclasses.replace(
+    RECIPES["cpu-more"], dit_steps=33000, dit_schedule_steps=33000, dit_decay=0.1,
+    aux_weight=0.25, guidance_intervals=((0.0, 1.0), (0.2, 0.8)))
 
 
 def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
@@ -300,24 +317,32 @@ class Trainer:
 
     # Stage 2: the captioned scenes as latents.
     @torch.no_grad()
-    def encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Latents, caption ids and masks, and per latent cell whether it covers an object.
-        Kept in the checkpoint (the autoencoder no longer changes in this stage), so a resumed
-        run does not encode them again."""
+    def encode_scenes(self) -> tuple[torch.Tensor, ...]:
+        """Latents, caption ids and masks, per latent cell whether it covers an object, and the
+        scenes' label maps at latent resolution (`label_maps`). Kept in the checkpoint (the
+        autoencoder no longer changes in this stage), so a resumed run does not encode them
+        again."""
         r = self.recipe
         # Which scenes the checkpoint holds; a fresh or --init-from run starts without the entry.
         key = {"scenes": r.scenes, "seed": r.seed}
         if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
             cached = checkpoint.load_tensors(self.ckpt, "scenes")
+            if "labels" not in cached:  # a checkpoint written before label maps were kept
+                cached["labels"] = self._labels()
             t = {k: v.to(self.device) for k, v in cached.items()}
             self.log(stage="encode", scenes=len(t["latents"]), cached=True)
-            return t["latents"], t["ids"], t["mask"], t["objects"]
-        found = self._encode_scenes()
+            return t["latents"], t["ids"], t["mask"], t["objects"], t["labels"]
+        found = (*self._encode_scenes(), self._labels().to(self.device))
         self.state["encoded"] = key
         checkpoint.save_tensors(self.ckpt, "scenes", dict(zip(
-            ("latents", "ids", "mask", "objects"), (t.cpu().contiguous() for t in found),
-            strict=True)))
+            ("latents", "ids", "mask", "objects", "labels"),
+            (t.cpu().contiguous() for t in found), strict=True)))
         return found
+
+    def _labels(self) -> torch.Tensor:
+        """The label maps of the same scenes `_encode_scenes` draws (its seed), no rendering."""
+        examples = training_examples(self.recipe.scenes, self.recipe.seed + 1)
+        return label_maps([e.scene for e in examples], build.NATIVE_SIZE // build.VAE_COMPRESSION)
 
     def _encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.recipe
@@ -349,13 +374,15 @@ class Trainer:
         if self.state["dit_step"] >= r.dit_steps:
             self.state["stage"] = "sampler"
             return
-        latents, ids, mask, objects = self.encode_scenes()
+        latents, ids, mask, objects, labels = self.encode_scenes()
         empty = self.tokenizer([""], padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                                return_tensors="pt")
         empty_ids = empty.input_ids.to(self.device)
         empty_mask = empty.attention_mask.to(self.device)
         modules = torch.nn.ModuleDict({"text_encoder": self.text_encoder,
                                        "transformer": self.transformer})
+        if r.aux_weight:
+            modules["aux"] = self._aux_head()
         ema = copy.deepcopy(modules).eval().requires_grad_(False)
         opt = torch.optim.AdamW(modules.parameters(), lr=r.dit_lr, weight_decay=0.0)
         names = {id(p): n for n, p in modules.named_parameters()}
@@ -364,6 +391,11 @@ class Trainer:
             ema.load_state_dict(checkpoint.load_tensors(self.ckpt, "ema"))
             checkpoint.restore_optimizer(opt, names, checkpoint.load_tensors(self.ckpt, "dit_opt"))
         self.ema = ema
+        captured: dict[str, torch.Tensor] = {}
+        hook = None
+        if r.aux_weight:  # registered after the EMA copy, so only the trained model captures
+            hook = self.transformer.transformer_blocks[r.aux_block].register_forward_hook(
+                lambda _module, _args, output: captured.__setitem__("hidden", output))
         modules.train()
         started = time.monotonic()
         step = self.state["dit_step"]
@@ -386,11 +418,12 @@ class Trainer:
                                         encoder_attention_mask=batch_mask,
                                         timestep=sigma * 1000).sample
                 error = (pred.float() - (noise - x0)).pow(2)
-                if r.object_weight:
-                    weight = 1 + r.object_weight * objects[pick]
-                    loss = (weight * error).mean() / weight.mean()
-                else:
-                    loss = error.mean()
+                weight = 1 + r.object_weight * objects[pick]
+                loss = (weight * error).mean() / weight.mean()
+                if r.aux_weight:
+                    aux_loss = self._aux_loss(modules["aux"], captured.pop("hidden"),
+                                              labels[pick], weight[:, 0])
+                    loss = loss + r.aux_weight * aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -400,18 +433,47 @@ class Trainer:
                 torch._foreach_lerp_(list(ema.parameters()), list(modules.parameters()), 1 - decay)
             step += 1
             if step % 100 == 0:
-                self.log(stage="dit", step=step, loss=loss.item())
+                extra = {"aux": aux_loss.item()} if r.aux_weight else {}
+                self.log(stage="dit", step=step, loss=loss.item(), **extra)
             if step % r.eval_every == 0 or step == r.dit_steps:
                 self.evaluate(step)
                 modules.train()
             if step % r.checkpoint_every == 0:
                 self.state["dit_step"] = step
                 self.save(modules=modules, dit_opt=opt)
+        if hook is not None:
+            hook.remove()
         self.state["dit_step"] = step
         self._add_seconds("dit", started)
         if step >= r.dit_steps:
             self.state["stage"] = "sampler"
         self.save(modules=modules, dit_opt=opt)
+
+    def _aux_head(self) -> torch.nn.Linear:
+        """Per token, logits for its PATCH_SIZE x PATCH_SIZE latent cells: (background + each
+        shape) then (background + each colour). Zero-initialised, so it pulls on the transformer
+        only as it learns."""
+        classes = len(SHAPES) + 1 + len(COLOURS) + 1
+        inner = build.TRANSFORMER["num_attention_heads"] * build.TRANSFORMER["attention_head_dim"]
+        head = torch.nn.Linear(inner, build.PATCH_SIZE**2 * classes)
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        return head.to(self.device)
+
+    @staticmethod
+    def _aux_loss(head: torch.nn.Linear, hidden: torch.Tensor, labels: torch.Tensor,
+                  weight: torch.Tensor) -> torch.Tensor:
+        """Weighted cross-entropy of the head's shape and colour maps against `labels`
+        (B, 2, H, W); `hidden` (B, tokens, inner) in row-major token order, unpatchified the
+        way SanaTransformer2DModel unpatchifies its output."""
+        batch, tokens, _ = hidden.shape
+        grid, patch = math.isqrt(tokens), build.PATCH_SIZE
+        logits = head(hidden.float()).view(batch, grid, grid, patch, patch, -1)
+        logits = logits.permute(0, 5, 1, 3, 2, 4).reshape(batch, -1, grid * patch, grid * patch)
+        shapes = len(SHAPES) + 1
+        ce = (F.cross_entropy(logits[:, :shapes], labels[:, 0], reduction="none")
+              + F.cross_entropy(logits[:, shapes:], labels[:, 1], reduction="none"))
+        return (weight * ce).mean() / weight.mean()
 
     def pipeline(self):
         from diffusers import DPMSolverMultistepScheduler, SanaPipeline
@@ -484,7 +546,10 @@ class Trainer:
         if checkpoint.has_tensors(self.ckpt, "ema"):
             self.ema = torch.nn.ModuleDict({"text_encoder": self.text_encoder,
                                             "transformer": self.transformer})
-            self.ema.load_state_dict(checkpoint.load_tensors(self.ckpt, "ema"))
+            weights = checkpoint.load_tensors(self.ckpt, "ema")
+            # The auxiliary head (if the recipe had one) is training-only: not exported.
+            self.ema.load_state_dict({k: v for k, v in weights.items()
+                                      if not k.startswith("aux.")})
 
     def init_from(self, folder: Path) -> None:
         """Start the transformer stage from a written linea-tiny folder: its autoencoder, text
