@@ -180,7 +180,7 @@ def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(t
     assert float(a["aux.weight"].abs().max()) > 0  # zero-initialised, then trained
     # The scenes' label maps are kept with the latents.
     scenes = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "scenes")
-    assert scenes["labels"].shape == (12, 2, 32, 32)
+    assert scenes["labels"].shape == (12, 2, 32, 32) and scenes["labels"].dtype == torch.uint8
     # Exported from the checkpoint, the folder holds SANA's transformer alone.
     exported = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
     exported.load()

@@ -348,9 +348,11 @@ class Trainer:
         return found
 
     def _labels(self) -> torch.Tensor:
-        """The label maps of the same scenes `_encode_scenes` draws (its seed), no rendering."""
+        """The label maps of the same scenes `_encode_scenes` draws (its seed), no rendering;
+        uint8 (8,000 scenes: 16 MB instead of 131 MB as int64)."""
         examples = training_examples(self.recipe.scenes, self.recipe.seed + 1)
-        return label_maps([e.scene for e in examples], build.NATIVE_SIZE // build.VAE_COMPRESSION)
+        size = build.NATIVE_SIZE // build.VAE_COMPRESSION
+        return label_maps([e.scene for e in examples], size).to(torch.uint8)
 
     def _encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.recipe
@@ -430,7 +432,7 @@ class Trainer:
                 loss = (weight * error).mean() / weight.mean()
                 if r.aux_weight:
                     aux_loss = self._aux_loss(modules["aux"], captured.pop("hidden"),
-                                              labels[pick], weight[:, 0])
+                                              labels[pick].long(), weight[:, 0])
                     loss = loss + r.aux_weight * aux_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
