@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from models.tiny.scenes import COLOURS, Scene
+from models.tiny.scenes import COLOURS, SHAPES, Scene
 
 HEART_POINTS = 64
 
@@ -156,8 +156,6 @@ def label_maps(scenes: list[Scene], size: int) -> torch.Tensor:
     channel 0 the shape (index in SHAPES + 1) and channel 1 the colour (index in COLOURS + 1),
     0 for background. A cell takes the last-drawn object whose outline holds its centre; an
     object smaller than a cell still marks the cell its centre falls in."""
-    from models.tiny.scenes import SHAPES
-
     colours = list(COLOURS)
     labels = torch.zeros(len(scenes), 2, size, size, dtype=torch.int64)
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size

@@ -340,28 +340,31 @@ class Trainer:
         if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
             cached = checkpoint.load_tensors(self.ckpt, "scenes")
             if "labels" not in cached:  # a checkpoint written before label maps were kept
-                cached["labels"] = self._labels()
+                cached["labels"] = self._labels(self._examples())
             t = {k: v.to(self.device) for k, v in cached.items()}
             self.log(stage="encode", scenes=len(t["latents"]), cached=True)
             return t["latents"], t["ids"], t["mask"], t["objects"], t["labels"]
-        found = (*self._encode_scenes(), self._labels().to(self.device))
+        found = self._encode_scenes()
         self.state["encoded"] = key
         checkpoint.save_tensors(self.ckpt, "scenes", dict(zip(
             ("latents", "ids", "mask", "objects", "labels"),
             (t.cpu().contiguous() for t in found), strict=True)))
         return found
 
-    def _labels(self) -> torch.Tensor:
-        """The label maps of the same scenes `_encode_scenes` draws (its seed), no rendering;
-        uint8 (8,000 scenes: 16 MB instead of 131 MB as int64)."""
-        examples = training_examples(self.recipe.scenes, self.recipe.seed + 1)
+    def _examples(self) -> list:
+        """The captioned training scenes of this stage (seeded by the recipe)."""
+        return training_examples(self.recipe.scenes, self.recipe.seed + 1)
+
+    @staticmethod
+    def _labels(examples: list) -> torch.Tensor:
+        """The scenes' label maps at latent resolution, no rendering; uint8 (8,000 scenes:
+        16 MB instead of 131 MB as int64)."""
         size = build.NATIVE_SIZE // build.VAE_COMPRESSION
         return label_maps([e.scene for e in examples], size).to(torch.uint8)
 
-    def _encode_scenes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        r = self.recipe
+    def _encode_scenes(self) -> tuple[torch.Tensor, ...]:
         started = time.monotonic()
-        examples = training_examples(r.scenes, r.seed + 1)
+        examples = self._examples()
         latents, objects = [], []
         self.vae.eval()
         chunk = 256 if self.device.type == "cuda" else 64
@@ -380,7 +383,8 @@ class Trainer:
         self.log(stage="encode", scenes=len(examples), seconds=time.monotonic() - started,
                  scaling_factor=self.state["scaling_factor"])
         return (latents * self.state["scaling_factor"], tokens.input_ids.to(self.device),
-                tokens.attention_mask.to(self.device), torch.cat(objects))
+                tokens.attention_mask.to(self.device), torch.cat(objects),
+                self._labels(examples).to(self.device))
 
     # Stage 3: text encoder and transformer.
     def train_transformer(self, resume: bool) -> None:
