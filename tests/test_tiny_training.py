@@ -187,3 +187,19 @@ def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(t
     folder = exported.export()
     transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
     assert not any("aux" in name for name in transformer.state_dict())
+
+
+def test_a_stage_with_its_own_scenes_seed_trains_on_scenes_the_earlier_stages_never_drew(
+        tmp_path):
+    from models.tiny.split import training_examples
+
+    def captions(examples):
+        return [(e.caption, repr(e.scene)) for e in examples]
+
+    earlier = _trainer(tmp_path / "earlier", 1)._examples()
+    assert captions(earlier) == captions(training_examples(12, RECIPES["cpu-shift"].seed + 1))
+    fresh_recipe = dataclasses.replace(_recipe(1), scenes_seed=RECIPES["cpu-fresh"].scenes_seed)
+    fresh = Trainer(fresh_recipe, tmp_path / "fresh", torch.device("cpu"), math.inf,
+                    math.inf)._examples()
+    assert len(fresh) == 12
+    assert not set(captions(fresh)) & set(captions(training_examples(400, 1)))
