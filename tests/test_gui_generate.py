@@ -70,8 +70,9 @@ def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_di
     assert QApplication.activeModalWidget() is None
     assert model.family.knows in win.panel.model_note.text()
     assert (win.panel.width_box.value(), win.panel.height_box.value()) == (256, 256)
-    low, high = model.family.guidance_interval
-    assert f"only at noise levels {low:g}-{high:g}" in win.panel.guidance.toolTip()
+    from app.widgets.controls import guidance_tip
+
+    assert win.panel.guidance.toolTip() == guidance_tip(model.family)
     win.panel.prompt.setPlainText("a red circle to the left of a blue square")
     win.panel.seed.setText("7")
     win.panel.lock_seed.setChecked(True)
@@ -91,6 +92,16 @@ def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_di
             == icon.pixmap(side, QIcon.Mode.Normal).toImage())
     screenshot(win, "first_run")
     win.close()
+
+
+def test_the_guidance_tooltip_says_when_a_model_limits_guidance_to_an_interval(
+        sana_tiny, with_interval):
+    from app.widgets.controls import guidance_tip
+    from runtime import identify
+
+    limited = guidance_tip(identify(with_interval(sana_tiny, [0.2, 0.8])).family)
+    assert "only at noise levels 0.2-0.8" in limited
+    assert "noise levels" not in guidance_tip(identify(sana_tiny).family)
 
 
 def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):
