@@ -202,4 +202,7 @@ def test_a_stage_with_its_own_scenes_seed_trains_on_scenes_the_earlier_stages_ne
     fresh = Trainer(fresh_recipe, tmp_path / "fresh", torch.device("cpu"), math.inf,
                     math.inf)._examples()
     assert len(fresh) == 12
-    assert not set(captions(fresh)) & set(captions(training_examples(400, 1)))
+    before = RECIPES["cpu-aux-more"]  # the scenes every stage drew until then
+    assert before.scenes_seed is None
+    assert not set(captions(fresh)) & set(captions(training_examples(before.scenes,
+                                                                     before.seed + 1)))

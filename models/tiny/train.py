@@ -153,9 +153,9 @@ RECIPES["cpu-aux"] = dataclasses.replace(
     RECIPES["cpu-more"], dit_steps=33000, dit_schedule_steps=33000, dit_decay=0.1,
     aux_weight=0.25, guidance_intervals=((0.0, 1.0), (0.2, 0.8)))
 
-# cpu-aux's folder (step 33,000) continued with the head (fresh
-# again), 5,000 more steps at a lower peak, decaying over the last 2,000. Run once (54 min):
-# 160 validation prompts 0.250 -> 0.288 (models/tiny/README.md).
+# cpu-aux's folder (step 33,000) continued with the head (fresh again), 5,000 more steps at a
+# lower peak, decaying over the last 2,000. Run once (54 min): 160 validation prompts 0.250 ->
+# 0.288 (models/tiny/README.md).
 RECIPES["cpu-aux-more"] = dataclasses.replace(
     RECIPES["cpu-aux"], dit_start=33000, dit_steps=38000, dit_schedule_steps=38000,
     dit_lr=3e-4, dit_decay=2000 / 38000)
