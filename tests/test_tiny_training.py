@@ -206,3 +206,21 @@ def test_a_stage_with_its_own_scenes_seed_trains_on_scenes_the_earlier_stages_ne
     assert before.scenes_seed is None
     assert not set(captions(fresh)) & set(captions(training_examples(before.scenes,
                                                                      before.seed + 1)))
+
+
+def test_encoded_scenes_are_reused_only_by_a_recipe_that_draws_the_same_scenes(tmp_path):
+    first = _trainer(tmp_path / "run", 1)
+    first.init_from(SHIPPED)
+    latents = first.encode_scenes()[0]
+    first.save()
+
+    def resumed(recipe):
+        trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+        trainer.load()
+        again = trainer.encode_scenes()[0]
+        return trainer.state["log"][-1].get("cached", False), again
+
+    cached, again = resumed(_recipe(1))
+    assert cached and torch.equal(again, latents)
+    cached, again = resumed(dataclasses.replace(_recipe(1), scenes_seed=5))
+    assert not cached and not torch.equal(again, latents)

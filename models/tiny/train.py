@@ -354,11 +354,11 @@ class Trainer:
         again."""
         r = self.recipe
         # Which scenes the checkpoint holds; a fresh or --init-from run starts without the entry.
-        key = {"scenes": r.scenes, "seed": r.seed}
+        # (A checkpoint keyed by the recipe's seed alone predates label maps and scenes_seed: its
+        # scenes are encoded again.)
+        key = {"scenes": r.scenes, "scenes_seed": self._scenes_seed()}
         if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
             cached = checkpoint.load_tensors(self.ckpt, "scenes")
-            if "labels" not in cached:  # a checkpoint written before label maps were kept
-                cached["labels"] = self._labels(self._examples())
             t = {k: v.to(self.device) for k, v in cached.items()}
             self.log(stage="encode", scenes=len(t["latents"]), cached=True)
             return t["latents"], t["ids"], t["mask"], t["objects"], t["labels"]
@@ -369,10 +369,13 @@ class Trainer:
             (t.cpu().contiguous() for t in found), strict=True)))
         return found
 
+    def _scenes_seed(self) -> int:
+        seed = self.recipe.scenes_seed
+        return self.recipe.seed + 1 if seed is None else seed
+
     def _examples(self) -> list:
         """The captioned training scenes of this stage (seeded by the recipe)."""
-        seed = self.recipe.scenes_seed
-        return training_examples(self.recipe.scenes, self.recipe.seed + 1 if seed is None else seed)
+        return training_examples(self.recipe.scenes, self._scenes_seed())
 
     @staticmethod
     def _labels(examples: list) -> torch.Tensor:
