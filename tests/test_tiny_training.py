@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -224,3 +225,61 @@ def test_encoded_scenes_are_reused_only_by_a_recipe_that_draws_the_same_scenes(t
     assert cached and torch.equal(again, latents)
     cached, again = resumed(dataclasses.replace(_recipe(1), scenes_seed=5))
     assert not cached and not torch.equal(again, latents)
+
+
+def test_the_shipped_chain_continues_each_recipe_where_the_one_before_stopped():
+    from models.tiny.train import CHAINS
+
+    names = CHAINS["shipped"]
+    assert RECIPES[names[0]].dit_start == 0
+    for before, after in itertools.pairwise(names):
+        assert RECIPES[after].dit_start == RECIPES[before].dit_steps, (before, after)
+
+
+def test_one_chain_command_runs_the_stages_in_order_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    from models.tiny import train
+    from runtime import identify
+
+    first = dataclasses.replace(
+        RECIPES["cpu"], ae_steps=2, ae_schedule_steps=0, ae_batch=2, ae_crop=32,
+        ae_eval_every=1000, ae_check_per_category=1, scenes=8, dit_steps=2, dit_schedule_steps=0,
+        dit_batch=4, warmup=1, eval_every=1000, eval_per_category=1, gap_scenes=2,
+        checkpoint_every=1000, guidances=(3.0,), sampler_steps=2, sampler_per_category=1)
+    second = dataclasses.replace(first, scenes_seed=5, dit_start=2, dit_steps=4, aux_weight=0.25)
+    monkeypatch.setitem(train.RECIPES, "tiny-a", first)
+    monkeypatch.setitem(train.RECIPES, "tiny-b", second)
+    out = tmp_path / "chain"
+    cpu = torch.device("cpu")
+
+    # Stopped after its first recipe (here: a chain of that one alone) ...
+    assert train.run_chain(("tiny-a",), out, cpu) == out / "tiny-a" / "linea-tiny"
+    a_state = (out / "tiny-a" / "checkpoint" / "state.json").read_text()
+    # ... a chain that has run out of time stops at the next recipe and says so ...
+    assert train.run_chain(("tiny-a", "tiny-b"), out, cpu, max_seconds=0) is None
+    # ... and the same command again skips what is done and runs the rest.
+    folder = train.run_chain(("tiny-a", "tiny-b"), out, cpu)
+    assert folder == out / "tiny-b" / "linea-tiny"
+    assert (out / "tiny-a" / "checkpoint" / "state.json").read_text() == a_state
+    state = checkpoint.load_state(out / "tiny-b" / "checkpoint")
+    assert state["init_from"] == str(out / "tiny-a" / "linea-tiny")
+    assert state["dit_step"] == 4 and state["stage"] == "done"
+    assert identify(folder).family.default_steps == 2
+
+    # The same as the two commands by hand: the second recipe started from the first's folder.
+    by_hand = Trainer(second, tmp_path / "by-hand", cpu, math.inf, math.inf)
+    by_hand.init_from(out / "tiny-a" / "linea-tiny")
+    assert train.run_stages(by_hand, resume=False) == "done"
+    a = checkpoint.load_tensors(out / "tiny-b" / "checkpoint", "ema")
+    b = checkpoint.load_tensors(tmp_path / "by-hand" / "checkpoint", "ema")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_chain_command_refuses_single_recipe_options(capsys):
+    import pytest
+
+    from models.tiny import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--device", "cpu", "--chain", "shipped", "--recipe", "cpu", "--dit-steps", "9"])
+    assert exit_info.value.code == 2
+    assert "drop --recipe, --dit-steps" in capsys.readouterr().err

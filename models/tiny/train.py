@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from models.tiny import build, checkpoint, quality
 from models.tiny.render import label_maps, render_batch
-from models.tiny.scenes import COLOURS, SHAPES
+from models.tiny.scenes import CATEGORIES, COLOURS, SHAPES
 from models.tiny.split import training_examples
 
 
@@ -38,6 +38,7 @@ class Recipe:
     ae_schedule_steps: int = 0  # length of the cosine LR schedule; 0: ae_steps
     ae_crops_per_image: int = 4
     ae_eval_every: int = 500
+    ae_check_per_category: int = 0  # held-out compositions the autoencoder check scores; 0: all
     ae_lr: float = 1e-3
     latent_noise: float = 0.1  # decoder sees noisy latents: it must forgive the DiT's errors
     scenes: int = 100_000
@@ -186,6 +187,21 @@ RECIPES["cpu-fresh-24k"] = dataclasses.replace(
     RECIPES["cpu-fresh"], scenes=24000, scenes_seed=4, dit_start=49000, dit_steps=57000,
     dit_schedule_steps=57000, dit_decay=2500 / 57000, sampler_steps=24)
 
+# cpu-fresh-24k's folder (57,000) continued 8,000 steps on 32,000 scenes never drawn before
+# (another seed), the same peak LR, decay and sampler steps.
+RECIPES["cpu-fresh-32k"] = dataclasses.replace(
+    RECIPES["cpu-fresh-24k"], scenes=32000, scenes_seed=5, dit_start=57000, dit_steps=65000,
+    dit_schedule_steps=65000, dit_decay=2500 / 65000)
+
+
+# The recipes that wrote the shipped folder, in order, each continuing the folder the one before
+# wrote: `--chain shipped` runs them one after another with one command, resumable stage by stage
+# (see the note above RECIPES on how close a rerun comes to the shipped weights).
+CHAINS = {
+    "shipped": ("cpu", "cpu-continue", "cpu-shift", "cpu-aux", "cpu-aux-more", "cpu-fresh",
+                "cpu-fresh-more", "cpu-fresh-24k"),
+}
+
 
 def _generator(recipe: Recipe, stage: int, step: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(recipe.seed * 1_000_003 + stage * 100_000_007 + step)
@@ -307,7 +323,7 @@ class Trainer:
         three in four are centred (with jitter) on an object, which covers a few percent of a
         whole image, the rest anywhere (backgrounds and edges)."""
         r = self.recipe
-        images_needed = r.ae_batch // r.ae_crops_per_image
+        images_needed = -(-r.ae_batch // r.ae_crops_per_image)
         examples = training_examples(images_needed, int(torch.randint(2**31, (1,), generator=gen)))
         images = render_batch([e.scene for e in examples], build.NATIVE_SIZE, self.device)
         crops, side, size = [], r.ae_crop, build.NATIVE_SIZE
@@ -341,6 +357,10 @@ class Trainer:
         started = time.monotonic()
         self.vae.eval()
         compositions = held_out_compositions()
+        if self.recipe.ae_check_per_category:
+            compositions = [c for category in CATEGORIES
+                            for c in [c for c in compositions if c.category == category]
+                            [: self.recipe.ae_check_per_category]]
         rng = random.Random(1)
         scenes = [layout(c, rng) for c in compositions]
         verdicts = []
@@ -638,6 +658,53 @@ class Trainer:
         return folder
 
 
+def run_stages(trainer: Trainer, resume: bool, ae_only: bool = False) -> str:
+    """Carry a loaded or initialised trainer as far as its recipe and time allow; the stage
+    reached ("done" once its folder is written)."""
+    if trainer.state["stage"] == "ae":
+        trainer.train_autoencoder(resume)
+    if trainer.state["stage"] == "dit" and ae_only:
+        print("autoencoder done; continue with --resume", flush=True)
+        return "dit"
+    if trainer.state["stage"] == "dit" and not trainer.out_of_time():
+        trainer.train_transformer(resume)
+    if trainer.state["stage"] == "sampler" and not trainer.out_of_time():
+        trainer.choose_sampler()
+    if trainer.state["stage"] == "export":
+        trainer.export()
+        trainer.state["stage"] = "done"
+        checkpoint.save_state(trainer.ckpt, trainer.state)
+    return trainer.state["stage"]
+
+
+def run_chain(names: tuple[str, ...], out: Path, device: torch.device,
+              max_seconds: float = math.inf) -> Path | None:
+    """Run recipes one after another, each in OUT/<recipe> and starting from the folder the one
+    before wrote (the first from scratch); the last one's folder, or None when time ran out.
+    Rerun, it skips the stages already done and resumes the one that was stopped."""
+    deadline = time.monotonic() + max_seconds
+    folder = None
+    for name in names:
+        recipe = RECIPES[name]
+        trainer = Trainer(recipe, out / name, device, deadline - time.monotonic(), math.inf)
+        resume = (trainer.ckpt / "state.json").is_file()
+        if resume:
+            trainer.load()
+        elif folder is not None:
+            trainer.init_from(folder)
+        elif recipe.dit_start:
+            raise SystemExit(f"recipe {name} continues step {recipe.dit_start} of another "
+                             f"recipe's folder: it cannot start a chain")
+        print(f"chain: {name} ({'resumed' if resume else 'started'})", flush=True)
+        if run_stages(trainer, resume) != "done":
+            print(f"chain stopped in {name}, stage {trainer.state['stage']}; run the same "
+                  f"command again to continue", flush=True)
+            return None
+        folder = out / name / "linea-tiny"
+    print(f"chain done: {folder}", flush=True)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
@@ -658,6 +725,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redo-sampler", action="store_true",
                         help="with --resume: choose the guidance again (the recipe's list), "
                         "then export")
+    parser.add_argument("--chain", choices=sorted(CHAINS),
+                        help="run a chain of recipes, each from the folder the one before "
+                        "wrote, in OUT/<recipe> (\"shipped\": the shipped folder's stages)")
     parser.add_argument("--ae-steps", type=int, help="override the recipe's autoencoder steps")
     parser.add_argument("--dit-steps", type=int, help="override the recipe's transformer steps")
     parser.add_argument("--scenes", type=int, help="override the recipe's number of scenes")
@@ -673,6 +743,18 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if args.chain:
+        given = [flag for flag, value in (
+            ("--recipe", args.recipe), ("--init-from", args.init_from), ("--resume", args.resume),
+            ("--export-only", args.export_only), ("--redo-sampler", args.redo_sampler),
+            ("--ae-only", args.ae_only), ("--ae-steps", args.ae_steps),
+            ("--dit-steps", args.dit_steps), ("--scenes", args.scenes),
+            ("--ae-max-seconds", args.ae_max_seconds != math.inf)) if value]
+        if given:
+            parser.error(f"--chain runs the chain's own recipes: drop {', '.join(given)} "
+                         f"(running the same --chain command again resumes it)")
+        run_chain(CHAINS[args.chain], args.out, device, args.max_seconds)
+        return
     trainer = Trainer(recipe, args.out, device, args.max_seconds, args.ae_max_seconds)
     if args.resume or args.export_only:
         trainer.load()
@@ -683,20 +765,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         trainer.export()
         return
-    if trainer.state["stage"] == "ae":
-        trainer.train_autoencoder(args.resume)
-    if trainer.state["stage"] == "dit" and args.ae_only:
-        print("autoencoder done; continue with --resume", flush=True)
-        return
-    if trainer.state["stage"] == "dit" and not trainer.out_of_time():
-        trainer.train_transformer(args.resume)
-    if trainer.state["stage"] == "sampler":
-        trainer.choose_sampler()
-    if trainer.state["stage"] == "export":
-        trainer.export()
-        trainer.state["stage"] = "done"
-        checkpoint.save_state(trainer.ckpt, trainer.state)
-    elif trainer.state["stage"] != "done":
+    if run_stages(trainer, args.resume, args.ae_only) != "done":
         print(f"stopped in stage {trainer.state['stage']}; continue with --resume", flush=True)
 
 
