@@ -662,12 +662,11 @@ class Trainer:
 
 
 def run_stages(trainer: Trainer, resume: bool, ae_only: bool = False) -> str:
-    """Carry a loaded or initialised trainer as far as its recipe and time allow; the stage
-    reached ("done" once its folder is written)."""
+    """Carry a loaded or initialised trainer as far as its recipe and time allow (with `ae_only`,
+    no further than the autoencoder); the stage reached ("done" once its folder is written)."""
     if trainer.state["stage"] == "ae":
         trainer.train_autoencoder(resume)
     if trainer.state["stage"] == "dit" and ae_only:
-        print("autoencoder done; continue with --resume", flush=True)
         return "dit"
     if trainer.state["stage"] == "dit" and not trainer.out_of_time():
         trainer.train_transformer(resume)
@@ -768,8 +767,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         trainer.export()
         return
-    if run_stages(trainer, args.resume, args.ae_only) != "done":
-        print(f"stopped in stage {trainer.state['stage']}; continue with --resume", flush=True)
+    stage = run_stages(trainer, args.resume, args.ae_only)
+    if stage == "dit" and args.ae_only:
+        print("autoencoder done; continue with --resume", flush=True)
+    elif stage != "done":
+        print(f"stopped in stage {stage}; continue with --resume", flush=True)
 
 
 if __name__ == "__main__":
