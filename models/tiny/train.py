@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from models.tiny import build, checkpoint, quality
 from models.tiny.render import label_maps, render_batch
-from models.tiny.scenes import CATEGORIES, COLOURS, SHAPES
+from models.tiny.scenes import COLOURS, SHAPES
 from models.tiny.split import training_examples
 
 
@@ -165,7 +165,7 @@ RECIPES["cpu-aux-more"] = dataclasses.replace(
 # After 38,000 steps the model had seen the same 8,000 scenes about 150 times. "cpu-fresh" continues
 # cpu-aux-more's folder with 16,000 scenes it has never seen (another seed), 8,000 more steps with
 # the head, AdamW at 3e-4 decaying over the last 2,500. Run once (1 h 20 min): 160 validation
-# prompts 0.288 -> 0.369, shipped (models/tiny/README.md).
+# prompts 0.288 -> 0.369, shipped then (models/tiny/README.md).
 RECIPES["cpu-fresh"] = dataclasses.replace(
     RECIPES["cpu-aux-more"], scenes=16000, scenes_seed=2, dit_start=38000, dit_steps=46000,
     dit_schedule_steps=46000, dit_decay=2500 / 46000)
@@ -355,15 +355,10 @@ class Trainer:
 
         from models.tiny.evaluator import check, summarise
         from models.tiny.scenes import layout
-        from models.tiny.split import held_out_compositions
 
         started = time.monotonic()
         self.vae.eval()
-        compositions = held_out_compositions()
-        if self.recipe.ae_check_per_category:
-            compositions = [c for category in CATEGORIES
-                            for c in [c for c in compositions if c.category == category]
-                            [: self.recipe.ae_check_per_category]]
+        compositions = [c for _, c in quality.held_out(self.recipe.ae_check_per_category)]
         rng = random.Random(1)
         scenes = [layout(c, rng) for c in compositions]
         verdicts = []
@@ -688,8 +683,13 @@ def run_chain(names: tuple[str, ...], out: Path, device: torch.device,
     folder = None
     for name in names:
         recipe = RECIPES[name]
+        ckpt = out / name / "checkpoint"
+        resume = (ckpt / "state.json").is_file()
+        if resume and checkpoint.load_state(ckpt)["stage"] == "done":
+            print(f"chain: {name} (done before)", flush=True)
+            folder = out / name / "linea-tiny"
+            continue
         trainer = Trainer(recipe, out / name, device, deadline - time.monotonic(), math.inf)
-        resume = (trainer.ckpt / "state.json").is_file()
         if resume:
             trainer.load()
         elif folder is not None:
