@@ -196,6 +196,12 @@ RECIPES["cpu-fresh-32k"] = dataclasses.replace(
     RECIPES["cpu-fresh-24k"], scenes=32000, scenes_seed=5, dit_start=57000, dit_steps=65000,
     dit_schedule_steps=65000, dit_decay=2500 / 65000)
 
+# cpu-fresh-32k's folder (65,000) continued 9,000 steps on another 32,000 scenes never drawn
+# before (scenes seed 6), the same peak LR, decay length and sampler steps.
+RECIPES["cpu-fresh-32k-s6"] = dataclasses.replace(
+    RECIPES["cpu-fresh-32k"], scenes_seed=6, dit_start=65000, dit_steps=74000,
+    dit_schedule_steps=74000, dit_decay=2500 / 74000)
+
 
 # The recipes that wrote the shipped folder, in order, each continuing the folder the one before
 # wrote: `--chain shipped` runs them one after another with one command, resumable stage by stage
