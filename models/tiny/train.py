@@ -201,7 +201,8 @@ RECIPES["cpu-fresh-32k"] = dataclasses.replace(
 # all 160 validation prompts. Run once (1 h 43 min, encoding 26 min of it). Choosing on 80
 # prompts, as the stages before did, the run took guidance 4.5 at every step (0.512 on 80), which
 # scored 0.469 on the 160; `--resume --redo-sampler` with this recipe chose again on the 160:
-# guidance 4.5 at noise 0.2-0.8, 0.519 (the folder it wrote: 0.513) (models/tiny/README.md).
+# guidance 4.5 at noise 0.2-0.8, 0.519; the fp16 folder it wrote scores 0.513 with it
+# (models/tiny/README.md).
 RECIPES["cpu-fresh-32k-s6"] = dataclasses.replace(
     RECIPES["cpu-fresh-32k"], scenes_seed=6, dit_start=65000, dit_steps=74000,
     dit_schedule_steps=74000, dit_decay=2500 / 74000, sampler_per_category=32)
