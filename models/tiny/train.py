@@ -658,7 +658,7 @@ class Trainer:
     def export(self) -> Path:
         self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
         folder = build.save_folder(
-            self.out / "linea-tiny", self.tokenizer, copy.deepcopy(self.ema["text_encoder"]).cpu(),
+            _folder(self.out), self.tokenizer, copy.deepcopy(self.ema["text_encoder"]).cpu(),
             copy.deepcopy(self.ema["transformer"]).cpu(), copy.deepcopy(self.vae).cpu(),
             flow_shift=self.recipe.flow_shift, steps=self.recipe.sampler_steps,
             guidance=self.state.get("guidance", 4.5),
@@ -685,6 +685,11 @@ def run_stages(trainer: Trainer, resume: bool, ae_only: bool = False) -> str:
     return trainer.state["stage"]
 
 
+def _folder(out: Path) -> Path:
+    """The model folder a run in OUT writes when it is done."""
+    return out / "linea-tiny"
+
+
 def run_chain(names: tuple[str, ...], out: Path, device: torch.device,
               max_seconds: float = math.inf) -> Path | None:
     """Run recipes one after another, each in OUT/<recipe> and starting from the folder the one
@@ -698,7 +703,7 @@ def run_chain(names: tuple[str, ...], out: Path, device: torch.device,
         resume = (ckpt / "state.json").is_file()
         if resume and checkpoint.load_state(ckpt)["stage"] == "done":
             print(f"chain: {name} (done before)", flush=True)
-            folder = out / name / "linea-tiny"
+            folder = _folder(out / name)
             continue
         trainer = Trainer(recipe, out / name, device, deadline - time.monotonic(), math.inf)
         if resume:
@@ -713,7 +718,7 @@ def run_chain(names: tuple[str, ...], out: Path, device: torch.device,
             print(f"chain stopped in {name}, stage {trainer.state['stage']}; run the same "
                   f"command again to continue", flush=True)
             return None
-        folder = out / name / "linea-tiny"
+        folder = _folder(out / name)
     print(f"chain done: {folder}", flush=True)
     return folder
 
