@@ -207,6 +207,12 @@ RECIPES["cpu-fresh-32k-s6"] = dataclasses.replace(
     RECIPES["cpu-fresh-32k"], scenes_seed=6, dit_start=65000, dit_steps=74000,
     dit_schedule_steps=74000, dit_decay=2500 / 74000, sampler_per_category=32)
 
+# cpu-fresh-32k-s6's folder (74,000) continued 9,000 steps on another 32,000 scenes never drawn
+# before (scenes seed 7), everything else as that stage (running).
+RECIPES["cpu-fresh-32k-s7"] = dataclasses.replace(
+    RECIPES["cpu-fresh-32k-s6"], scenes_seed=7, dit_start=74000, dit_steps=83000,
+    dit_schedule_steps=83000, dit_decay=2500 / 83000)
+
 
 # The recipes that wrote the shipped folder, in order, each continuing the folder the one before
 # wrote: `--chain shipped` runs them one after another with one command, resumable stage by stage
