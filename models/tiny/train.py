@@ -225,8 +225,9 @@ AVERAGES = {
 }
 
 # The recipes that wrote the shipped folder, in order, each continuing the folder the one before
-# wrote: `--chain shipped` runs them one after another with one command, resumable stage by stage
-# (see the note above RECIPES on how close a rerun comes to the shipped weights).
+# wrote (a name in AVERAGES: the mean of earlier ones' folders): `--chain shipped` runs them one
+# after another with one command, resumable stage by stage (see the note above RECIPES on how
+# close a rerun comes to the shipped weights).
 CHAINS = {
     "shipped": ("cpu", "cpu-continue", "cpu-shift", "cpu-aux", "cpu-aux-more", "cpu-fresh",
                 "cpu-fresh-more", "cpu-fresh-24k", "cpu-fresh-32k", "cpu-fresh-32k-s6",
