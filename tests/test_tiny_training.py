@@ -241,20 +241,18 @@ def test_the_shipped_chain_continues_each_recipe_where_the_one_before_stopped():
             assert set(AVERAGES[name]) <= set(chain[:position]), name
 
 
-def _chain_recipe():
-    """A first-stage recipe small enough to run a chain of in a test."""
-    return dataclasses.replace(
+def test_one_chain_command_runs_the_stages_in_order_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    import pytest
+    from safetensors.torch import load_file, save_file
+
+    from models.tiny import train
+    from runtime import identify
+
+    first = dataclasses.replace(
         RECIPES["cpu"], ae_steps=2, ae_schedule_steps=0, ae_batch=2, ae_crop=32,
         ae_eval_every=1000, ae_check_per_category=1, scenes=8, dit_steps=2, dit_schedule_steps=0,
         dit_batch=4, warmup=1, eval_every=1000, eval_per_category=1, gap_scenes=2,
         checkpoint_every=1000, guidances=(3.0,), sampler_steps=2, sampler_per_category=1)
-
-
-def test_one_chain_command_runs_the_stages_in_order_and_a_rerun_resumes_it(tmp_path, monkeypatch):
-    from models.tiny import train
-    from runtime import identify
-
-    first = _chain_recipe()
     second = dataclasses.replace(first, scenes_seed=5, dit_start=2, dit_steps=4, aux_weight=0.25)
     monkeypatch.setitem(train.RECIPES, "tiny-a", first)
     monkeypatch.setitem(train.RECIPES, "tiny-b", second)
@@ -283,23 +281,12 @@ def test_one_chain_command_runs_the_stages_in_order_and_a_rerun_resumes_it(tmp_p
     b = checkpoint.load_tensors(tmp_path / "by-hand" / "checkpoint", "ema")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-
-def test_a_chain_average_writes_the_mean_of_its_members_folders(tmp_path, monkeypatch):
-    import pytest
-    from safetensors.torch import load_file, save_file
-
-    from models.tiny import train
-    from runtime import identify
-
-    first = _chain_recipe()
-    second = dataclasses.replace(first, scenes_seed=5, dit_start=2, dit_steps=4)
-    monkeypatch.setitem(train.RECIPES, "tiny-a", first)
-    monkeypatch.setitem(train.RECIPES, "tiny-b", second)
+    # A name in AVERAGES after them: the chain skips both recipes and writes their folders' mean.
     monkeypatch.setitem(train.AVERAGES, "tiny-a+b", ("tiny-a", "tiny-b"))
-    out = tmp_path / "chain"
-    folder = train.run_chain(("tiny-a", "tiny-b", "tiny-a+b"), out, torch.device("cpu"))
-    assert folder == out / "tiny-a+b" / "linea-tiny"
+    mean_folder = train.run_chain(("tiny-a", "tiny-b", "tiny-a+b"), out, cpu)
+    assert mean_folder == out / "tiny-a+b" / "linea-tiny"
     assert not (out / "tiny-a+b" / "linea-tiny.partial").exists()
+    assert (out / "tiny-a" / "checkpoint" / "state.json").read_text() == a_state
     file = Path("transformer") / "diffusion_pytorch_model.safetensors"
     a, b, mean = (load_file(out / name / "linea-tiny" / file)
                   for name in ("tiny-a", "tiny-b", "tiny-a+b"))
@@ -311,12 +298,12 @@ def test_a_chain_average_writes_the_mean_of_its_members_folders(tmp_path, monkey
         assert torch.equal(tensor, expected), key
         changed += not torch.equal(a[key], b[key])
     assert changed > 0  # the two stages differ, so the mean is neither of them
-    assert identify(folder).family.default_steps == 2  # a model folder the runtime takes
+    assert identify(mean_folder).family.default_steps == 2  # a model folder the runtime takes
 
-    # A rerun keeps the folder; members of different architectures are refused.
-    before = (folder / file).stat().st_mtime_ns
-    assert train.run_chain(("tiny-a", "tiny-b", "tiny-a+b"), out, torch.device("cpu")) == folder
-    assert (folder / file).stat().st_mtime_ns == before
+    # A rerun keeps the mean's folder; members of different architectures are refused.
+    before = (mean_folder / file).stat().st_mtime_ns
+    assert train.run_chain(("tiny-a", "tiny-b", "tiny-a+b"), out, cpu) == mean_folder
+    assert (mean_folder / file).stat().st_mtime_ns == before
     save_file(dict(list(b.items())[1:]), out / "tiny-b" / "linea-tiny" / file)
     with pytest.raises(ValueError, match="not one architecture"):
         train.average_folders([out / "tiny-a" / "linea-tiny", out / "tiny-b" / "linea-tiny"],

@@ -90,8 +90,9 @@ class Recipe:
 # The GPU recipe has not been run. In the "cpu" recipe both stages stop before their LR schedules
 # end (where the timed run stopped), so a run from scratch reproduces the first-stage weights.
 # The shipped weights continued those with "cpu-continue", then "cpu-shift", then "cpu-aux", then
-# "cpu-aux-more", then "cpu-fresh", "cpu-fresh-more", "cpu-fresh-24k", "cpu-fresh-32k" and
-# "cpu-fresh-32k-s6" (models/tiny/README.md).
+# "cpu-aux-more", then "cpu-fresh", "cpu-fresh-more", "cpu-fresh-24k", "cpu-fresh-32k",
+# "cpu-fresh-32k-s6" and "cpu-fresh-32k-s7", and are the mean of the last two folders
+# (AVERAGES; models/tiny/README.md).
 # The "cpu-continue" run used the plain loss up to step 4,500 and chose its guidance from
 # (2.0, 3.5, 5.0), so rerunning that recipe as written gives a close relative of its weights,
 # not the same ones.
