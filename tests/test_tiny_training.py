@@ -7,6 +7,7 @@ import itertools
 import math
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -321,3 +322,45 @@ def test_a_chain_command_refuses_single_recipe_options(capsys):
         train.main(["--device", "cpu", "--chain", "shipped", "--recipe", "cpu", "--dit-steps", "9"])
     assert exit_info.value.code == 2
     assert "drop --recipe, --dit-steps" in capsys.readouterr().err
+
+
+def test_a_deeper_recipe_grows_the_folder_it_starts_from_without_changing_what_it_draws(tmp_path):
+    from diffusers import SanaTransformer2DModel
+
+    from models.tiny.train import grow_blocks
+
+    deep = RECIPES["cpu-deep12"]
+    recipe = dataclasses.replace(
+        deep, scenes=12, dit_batch=4, dit_steps=deep.dit_start + 2,
+        dit_schedule_steps=deep.dit_start + 4, warmup=1, eval_every=1000, eval_per_category=1,
+        gap_scenes=4, checkpoint_every=1000)
+    trainer = Trainer(recipe, tmp_path / "deep", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    shipped = SanaTransformer2DModel.from_pretrained(SHIPPED / "transformer").float().eval()
+    grown = trainer.transformer.eval()
+    assert (len(shipped.transformer_blocks), len(grown.transformer_blocks)) == (8, 12)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 32, 32, generator=gen)
+    caption = torch.randn(2, 6, 128, generator=gen)
+    kwargs = dict(encoder_hidden_states=caption, encoder_attention_mask=torch.ones(2, 6),
+                  timestep=torch.tensor([300.0, 900.0]))
+    with torch.no_grad():
+        expected = shipped(x, **kwargs).sample
+        assert torch.allclose(grown(x, **kwargs).sample, expected, atol=1e-5)
+    # The new blocks (2, 5, 8, 11) start with zeroed outputs; training moves them.
+    new_block = grown.transformer_blocks[2]
+    assert float(new_block.attn1.to_out[0].weight.abs().max()) == 0
+    trainer.train_transformer(resume=False)
+    assert float(new_block.attn1.to_out[0].weight.abs().max()) > 0
+    assert float(new_block.ff.conv_point.weight.abs().max()) > 0
+    # Resumed and exported at its own depth.
+    again = Trainer(recipe, tmp_path / "deep", torch.device("cpu"), math.inf, math.inf)
+    again.load()
+    folder = again.export()
+    exported = SanaTransformer2DModel.from_pretrained(folder / "transformer")
+    assert exported.config.num_layers == 12
+    # A folder deeper than the recipe is refused, not cut.
+    weights = dict(shipped.state_dict())
+    with pytest.raises(SystemExit, match="8 blocks, more than the recipe's 6"):
+        grow_blocks(weights, 6)
+    assert grow_blocks(weights, 8) is weights

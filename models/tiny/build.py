@@ -116,10 +116,12 @@ def build_text_encoder(vocab_size: int) -> Gemma2Model:
     return Gemma2Model(Gemma2Config(vocab_size=vocab_size, **TEXT_ENCODER))
 
 
-def build_transformer() -> torch.nn.Module:
+def build_transformer(layers: int = 0) -> torch.nn.Module:
+    """The miniature SanaTransformer2DModel; `layers` blocks (0: TRANSFORMER's)."""
     from diffusers import SanaTransformer2DModel
 
-    return SanaTransformer2DModel(**TRANSFORMER)
+    config = dict(TRANSFORMER, num_layers=layers or TRANSFORMER["num_layers"])
+    return SanaTransformer2DModel(**config)
 
 
 def build_vae() -> torch.nn.Module:
