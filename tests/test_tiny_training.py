@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from models.tiny.train import RECIPES, Trainer, noise_levels
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
 START = RECIPES["cpu-shift"].dit_start
+# The shipped folder's depth: the recipes below continue it at that depth (a recipe shallower than
+# the folder it starts from is refused).
+SHIPPED_LAYERS = json.loads((SHIPPED / "transformer" / "config.json").read_text())["num_layers"]
 
 
 def _recipe(steps: int):
@@ -23,7 +28,7 @@ def _recipe(steps: int):
     return dataclasses.replace(
         RECIPES["cpu-shift"], scenes=12, dit_batch=4, dit_steps=START + steps,
         dit_schedule_steps=START + 4, warmup=2, eval_every=1000, eval_per_category=1,
-        gap_scenes=4, checkpoint_every=1000)
+        gap_scenes=4, checkpoint_every=1000, layers=SHIPPED_LAYERS)
 
 
 def _trainer(out: Path, steps: int) -> Trainer:
@@ -162,7 +167,8 @@ def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(t
         return dataclasses.replace(
             RECIPES["cpu-aux"], scenes=12, dit_batch=4, dit_steps=RECIPES["cpu-aux"].dit_start
             + steps, dit_schedule_steps=RECIPES["cpu-aux"].dit_start + 4, warmup=2,
-            eval_every=1000, eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
+            eval_every=1000, eval_per_category=1, gap_scenes=4, checkpoint_every=1000,
+            layers=SHIPPED_LAYERS)
 
     start = RECIPES["cpu-aux"].dit_start
     unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
@@ -327,16 +333,24 @@ def test_a_chain_command_refuses_single_recipe_options(capsys):
 def test_a_deeper_recipe_grows_the_folder_it_starts_from_without_changing_what_it_draws(tmp_path):
     from diffusers import SanaTransformer2DModel
 
+    from models.tiny import build
     from models.tiny.train import grow_blocks
 
+    # An 8-block folder (the depth cpu-deep12 grew): the shipped one with a seeded 8-block
+    # transformer in place of its own.
+    eight = tmp_path / "eight"
+    shutil.copytree(SHIPPED, eight)
+    shutil.rmtree(eight / "transformer")
+    torch.manual_seed(0)
+    build.build_transformer(8).save_pretrained(eight / "transformer", safe_serialization=True)
     deep = RECIPES["cpu-deep12"]
     recipe = dataclasses.replace(
         deep, scenes=12, dit_batch=4, dit_steps=deep.dit_start + 2,
         dit_schedule_steps=deep.dit_start + 4, warmup=1, eval_every=1000, eval_per_category=1,
         gap_scenes=4, checkpoint_every=1000)
     trainer = Trainer(recipe, tmp_path / "deep", torch.device("cpu"), math.inf, math.inf)
-    trainer.init_from(SHIPPED)
-    shipped = SanaTransformer2DModel.from_pretrained(SHIPPED / "transformer").float().eval()
+    trainer.init_from(eight)
+    shipped = SanaTransformer2DModel.from_pretrained(eight / "transformer").float().eval()
     grown = trainer.transformer.eval()
     assert (len(shipped.transformer_blocks), len(grown.transformer_blocks)) == (8, 12)
     gen = torch.Generator().manual_seed(0)
