@@ -31,7 +31,7 @@ VARIANTS = ((2, 8), (2, 12), (4, 8), (3, 12))
 
 
 def config(heads: int, layers: int) -> dict:
-    """The shipped transformer config with another width (heads x 64) and depth."""
+    """The base transformer config (build.TRANSFORMER) with another width (heads x 64) and depth."""
     head_dim = build.TRANSFORMER["attention_head_dim"]
     return dict(build.TRANSFORMER, num_attention_heads=heads, num_layers=layers,
                 num_cross_attention_heads=heads, cross_attention_dim=heads * head_dim)
