@@ -378,3 +378,17 @@ def test_a_deeper_recipe_grows_the_folder_it_starts_from_without_changing_what_i
     with pytest.raises(SystemExit, match="8 blocks, more than the recipe's 6"):
         grow_blocks(weights, 6)
     assert grow_blocks(weights, 8) is weights
+
+
+def test_the_gpu_recipe_from_scratch_builds_the_shipped_folders_transformer(tmp_path):
+    # A folder the GPU recipe writes replaces the shipped one: same depth, same config.
+    recipe = RECIPES["cuda"]
+    assert recipe.dit_start == 0
+    trainer = Trainer(recipe, tmp_path / "gpu", torch.device("cpu"), math.inf, math.inf)
+    shipped = json.loads((SHIPPED / "transformer" / "config.json").read_text())
+    built = dict(trainer.transformer.config)
+    keys = ("num_layers", "num_attention_heads", "attention_head_dim", "cross_attention_dim",
+            "caption_channels", "in_channels", "sample_size", "patch_size")
+    assert {k: built[k] for k in keys} == {k: shipped[k] for k in keys}
+    # Its label-map head reads a block inside the transformer.
+    assert 0 <= recipe.aux_block < len(trainer.transformer.transformer_blocks)
