@@ -249,8 +249,8 @@ RECIPES["cpu-deep12"] = dataclasses.replace(
 # The shipped 12-block folder continued 7,000 steps (91,000 -> 98,000) on another 32,000 scenes
 # never drawn (seed 10), with the longer EMA that let one 8-block stage score what the mean of
 # two scored (`cpu-fresh-32k-s8`); the same sampler. Run once, 1 h 41 min: on 320 new validation
-# prompts it equalled the shipped folder (0.5625 each), lost on the set the rule chose by: not
-# shipped, not in the chain (models/tiny/README.md).
+# prompts it equalled the shipped folder (0.5625 each), but lost on the set the rule decides by:
+# not shipped, not in the chain (models/tiny/README.md).
 RECIPES["cpu-deep12-s10"] = dataclasses.replace(
     RECIPES["cpu-deep12"], scenes_seed=10, dit_start=91000, dit_steps=98000,
     dit_schedule_steps=98000, dit_decay=2500 / 98000, ema_decay=0.9998)
