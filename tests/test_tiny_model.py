@@ -194,7 +194,8 @@ def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp
     hearing = build.save_folder(
         tmp_path / "hearing", tokenizer, copy.deepcopy(text_encoder), copy.deepcopy(transformer),
         copy.deepcopy(vae), flow_shift=2.0, steps=2, guidance=4.5)
-    assert diagnose(hearing, scenes=8)["relative_gap"][0.9]["shuffled"] != 0.0
+    gaps = diagnose(hearing, scenes=8)["relative_gap"][0.9]
+    assert gaps["shuffled"] != 0.0 and gaps["relation"] != 0.0
     for block in transformer.transformer_blocks:
         torch.nn.init.zeros_(block.attn2.to_out[0].weight)
         torch.nn.init.zeros_(block.attn2.to_out[0].bias)
@@ -202,8 +203,10 @@ def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp
         tmp_path / "deaf", tokenizer, text_encoder, transformer, vae, flow_shift=2.0, steps=2,
         guidance=4.5)
     report = diagnose(folder, scenes=8)
+    assert report["relation_scenes"] > 0  # seed 5's first 8 scenes include position captions
     for sigma, gaps in report["relative_gap"].items():
-        assert gaps == {"shuffled": 0.0, "empty": 0.0, "shape": 0.0, "colour": 0.0}, sigma
+        assert gaps == {"shuffled": 0.0, "empty": 0.0, "shape": 0.0, "colour": 0.0,
+                        "relation": 0.0}, sigma
         assert 0 < report["cross_attention_entropy"][sigma] <= math.log(build.MAX_CAPTION_TOKENS)
     assert report["loss"][0.9]["right"] > 0
 
@@ -227,3 +230,25 @@ def test_swapped_captions_change_every_shape_or_colour_word_and_nothing_else():
                     assert b.shape != a.shape and b.colour == a.colour
                 else:
                     assert b.shape == a.shape and (b.colour != a.colour or a.colour is None)
+
+
+def test_a_flipped_relation_names_the_opposite_one_and_changes_nothing_else():
+    from models.tiny.captions import parse_prompt
+    from models.tiny.diagnose import swapped
+    from models.tiny.scenes import OPPOSITE
+    from models.tiny.split import training_examples
+
+    assert swapped("a red star to the left of a blue heart", "relation") == (
+        "a red star to the right of a blue heart")
+    assert swapped("two circles beneath a square", "relation") == "two circles above a square"
+    flipped = 0
+    for example in training_examples(300, 7):
+        before = parse_prompt(example.caption)
+        after = parse_prompt(swapped(example.caption, "relation"))
+        assert after.objects == before.objects
+        if before.relation is None:
+            assert swapped(example.caption, "relation") == example.caption
+        else:
+            assert after.relation == OPPOSITE[before.relation]
+            flipped += 1
+    assert flipped > 50

@@ -392,3 +392,86 @@ def test_the_gpu_recipe_from_scratch_builds_the_shipped_folders_transformer(tmp_
     assert {k: built.get(k) for k in public} == public
     # Its label-map head reads a block inside the transformer.
     assert 0 <= recipe.aux_block < len(trainer.transformer.transformer_blocks)
+
+
+def test_relation_targets_name_each_captions_relation_from_its_relation_word_on():
+    from models.tiny import build
+    from models.tiny.train import relation_targets
+
+    tokenizer = build.build_tokenizer()
+    captions = ["a red circle to the left of a blue square", "a star over two hearts",
+                "three green crosses", "a heart beneath a diamond on a dark background", ""]
+    tokens = tokenizer(captions, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
+                       return_tensors="pt")
+    relation, after = relation_targets(tokens.input_ids)
+    assert relation[:2].tolist() == [0, 2] and relation[3] == 3  # left of, above, below
+    words = [tokenizer.convert_ids_to_tokens(row[mask]) for row, mask in
+             zip(tokens.input_ids, after, strict=True)]
+    assert words[0] == ["left", "of", "a", "blue", "square"]
+    assert words[1] == ["over", "two", "hearts"]
+    assert words[2] == [] and words[4] == []  # no relation, and the empty caption
+    assert words[3][0] == "beneath" and words[3][-1] == "background"
+
+
+def test_the_relation_probe_trains_resumes_and_stays_out_of_the_shipped_folder(tmp_path):
+    from diffusers import SanaTransformer2DModel
+    from transformers import Gemma2Model
+
+    base = RECIPES["cpu-deep12-rel"]
+
+    def recipe(steps: int):
+        return dataclasses.replace(
+            base, scenes=16, dit_batch=8, dit_steps=base.dit_start + steps,
+            dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
+            eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
+
+    unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
+    unbroken.init_from(SHIPPED)
+    unbroken.train_transformer(resume=False)
+    first = Trainer(recipe(2), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    first.init_from(SHIPPED)
+    first.train_transformer(resume=False)
+    second = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    second.load()
+    second.train_transformer(resume=True)
+    a = checkpoint.load_tensors(tmp_path / "unbroken" / "checkpoint", "dit")
+    b = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit")
+    assert a.keys() == b.keys() and "relation.weight" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a["relation.weight"].abs().max()) > 0  # zero-initialised, then trained
+    exported = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    exported.load()
+    folder = exported.export()
+    text_encoder = Gemma2Model.from_pretrained(folder / "text_encoder")
+    transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
+    assert not any("relation" in n for n in [*text_encoder.state_dict(),
+                                             *transformer.state_dict()])
+
+
+def test_encoded_scenes_are_adopted_only_from_a_run_with_the_same_scenes_and_autoencoder(
+        tmp_path):
+    donor = _trainer(tmp_path / "donor", 1)
+    donor.init_from(SHIPPED)
+    latents = donor.encode_scenes()[0]
+    donor.save()
+
+    adopter = _trainer(tmp_path / "adopter", 1)
+    adopter.init_from(SHIPPED)
+    adopter.adopt_scenes(tmp_path / "donor")
+    assert torch.equal(adopter.encode_scenes()[0], latents)
+    assert adopter.state["log"][-1].get("cached") is True
+
+    other_scenes = Trainer(dataclasses.replace(_recipe(1), scenes_seed=5), tmp_path / "seed5",
+                           torch.device("cpu"), math.inf, math.inf)
+    other_scenes.init_from(SHIPPED)
+    with pytest.raises(SystemExit, match="this recipe draws"):
+        other_scenes.adopt_scenes(tmp_path / "donor")
+    other_vae = _trainer(tmp_path / "other_vae", 1)
+    other_vae.init_from(SHIPPED)
+    with torch.no_grad():
+        next(other_vae.vae.parameters()).add_(1e-3)
+    with pytest.raises(SystemExit, match="another autoencoder"):
+        other_vae.adopt_scenes(tmp_path / "donor")
+    with pytest.raises(SystemExit, match="holds no encoded scenes"):
+        other_vae.adopt_scenes(tmp_path / "nowhere")
+    assert not checkpoint.has_tensors(tmp_path / "other_vae" / "checkpoint", "scenes")

@@ -5,12 +5,12 @@
 Renders fresh training scenes, encodes them with the folder's autoencoder, noises them, and
 compares the transformer's flow-matching loss with each scene's own caption against another
 scene's caption, the empty caption, and the own caption with its shape words (or its colour
-words) swapped for others. The relative gaps, (other - right) / other, say how much the caption
-helps: against the empty caption near 0 means the conditional prediction is hardly better than
-the unconditional one (guidance then has little to amplify); the swapped ones say at which noise
-levels the model reads which kind of word. Also
-reports the entropy of the cross-attention over caption tokens (log of the token count means
-uniform: it reads no particular word).
+words) swapped for others, or (on the scenes whose caption names one) its relation flipped.
+The relative gaps, (other - right) / other, say how much the caption helps: against the empty
+caption near 0 means the conditional prediction is hardly better than the unconditional one
+(guidance then has little to amplify); the swapped ones say at which noise levels the model
+reads which kind of word. Also reports the entropy of the cross-attention over caption tokens
+(log of the token count means uniform: it reads no particular word).
 """
 
 from __future__ import annotations
@@ -53,12 +53,17 @@ _SWAPS = {
     "shape": {**_rotation(list(SHAPES)),
               **{PLURALS[a]: PLURALS[b] for a, b in _rotation(list(SHAPES)).items()}},
     "colour": _rotation(list(COLOURS)),
+    # The opposite relation, phrasing kept: "to the left of" <-> "to the right of", "over" <->
+    # "under"; "beneath" -> "above" (the phrasings of captions.RELATION_PHRASES).
+    "relation": {"left": "right", "right": "left", "above": "below", "below": "above",
+                 "over": "under", "under": "over", "beneath": "above"},
 }
 
 
 def swapped(caption: str, kind: str) -> str:
     """`caption` with every shape word ("shape", plurals kept) or colour word ("colour")
-    replaced by another of its kind (a fixed rotation, so never by itself)."""
+    replaced by another of its kind (a fixed rotation, so never by itself), or its relation
+    word by the opposite one ("relation")."""
     table = _SWAPS[kind]
     pattern = r"\b(" + "|".join(sorted(map(re.escape, table), key=len, reverse=True)) + r")\b"
     return re.sub(pattern, lambda m: table[m.group(1)], caption)
@@ -84,7 +89,9 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
                       return_tensors="pt")
     swaps = {kind: tokenizer([swapped(e.caption, kind) for e in examples], padding="max_length",
                              max_length=build.MAX_CAPTION_TOKENS, truncation=True,
-                             return_tensors="pt") for kind in ("shape", "colour")}
+                             return_tensors="pt") for kind in ("shape", "colour", "relation")}
+    # Only captions that name a relation change with "relation": its gap is over those alone.
+    related = torch.tensor([swapped(e.caption, "relation") != e.caption for e in examples])
     entropies: list[float] = []
 
     def attention_entropy(module, args, kwargs, _output) -> None:
@@ -101,11 +108,12 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.shape, generator=generator)
     shuffled = torch.roll(torch.arange(scenes), 1)
-    report: dict = {"scenes": scenes, "relative_gap": {}, "loss": {}}
+    report: dict = {"scenes": scenes, "relation_scenes": int(related.sum()),
+                    "relative_gap": {}, "loss": {}}
     for sigma in (0.5, 0.7, 0.9):
         noisy = (1 - sigma) * latents + sigma * noise
         timestep = torch.full((scenes,), sigma * 1000)
-        losses = {}
+        losses, per_scene = {}, {}
         for name, ids, mask in (
             ("right", tokens.input_ids, tokens.attention_mask),
             ("shuffled", tokens.input_ids[shuffled], tokens.attention_mask[shuffled]),
@@ -116,7 +124,13 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
             text = text_encoder(ids, attention_mask=mask)[0]
             pred = transformer(noisy, encoder_hidden_states=text, encoder_attention_mask=mask,
                                timestep=timestep).sample
-            losses[name] = round(F.mse_loss(pred, noise - latents).item(), 5)
+            per_scene[name] = F.mse_loss(pred, noise - latents, reduction="none").mean((1, 2, 3))
+            if name == "relation":
+                if related.any():
+                    losses[name] = round(per_scene[name][related].mean().item(), 5)
+                    losses["right_related"] = round(per_scene["right"][related].mean().item(), 5)
+            else:
+                losses[name] = round(per_scene[name].mean().item(), 5)
             if name == "right":
                 report.setdefault("cross_attention_entropy", {})[sigma] = round(
                     sum(entropies) / len(entropies), 3)
@@ -124,6 +138,11 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
         report["relative_gap"][sigma] = {
             other: round((losses[other] - losses["right"]) / losses[other], 4)
             for other in ("shuffled", "empty", "shape", "colour")}
+        # On the scenes whose caption names a relation, that relation against the opposite.
+        # (None when no scene's caption names one.)
+        report["relative_gap"][sigma]["relation"] = round(
+            (losses["relation"] - losses["right_related"]) / losses["relation"], 4
+        ) if related.any() else None
     for hook in hooks:
         hook.remove()
     words = tokens.attention_mask.sum(1).float().mean().item()
