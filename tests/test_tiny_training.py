@@ -36,6 +36,31 @@ def _trainer(out: Path, steps: int) -> Trainer:
     return Trainer(_recipe(steps), out, torch.device("cpu"), math.inf, math.inf)
 
 
+def _unbroken_and_resumed(recipe, tmp_path: Path):
+    """The transformer stage's tensors after 3 steps from the shipped folder in one run
+    (tmp_path/unbroken), and after 2 steps, stopped, then resumed for the third
+    (tmp_path/broken); `recipe(steps)` gives the recipe of a run of that many steps."""
+    unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
+    unbroken.init_from(SHIPPED)
+    unbroken.train_transformer(resume=False)
+    first = Trainer(recipe(2), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    first.init_from(SHIPPED)
+    first.train_transformer(resume=False)
+    second = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
+    second.load()
+    second.train_transformer(resume=True)
+    assert second.state["dit_step"] == recipe(3).dit_steps
+    return (checkpoint.load_tensors(tmp_path / "unbroken" / "checkpoint", "dit"),
+            checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit"))
+
+
+def _exported(recipe, out: Path) -> Path:
+    """The folder a run's checkpoint exports."""
+    trainer = Trainer(recipe, out, torch.device("cpu"), math.inf, math.inf)
+    trainer.load()
+    return trainer.export()
+
+
 def test_resumed_transformer_stage_matches_an_unbroken_one_and_reuses_the_encoded_scenes(
     tmp_path,
 ):
@@ -171,19 +196,7 @@ def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(t
             eval_every=1000, eval_per_category=1, gap_scenes=4, checkpoint_every=1000,
             layers=SHIPPED_LAYERS)
 
-    start = RECIPES["cpu-aux"].dit_start
-    unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
-    unbroken.init_from(SHIPPED)
-    unbroken.train_transformer(resume=False)
-    first = Trainer(recipe(2), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    first.init_from(SHIPPED)
-    first.train_transformer(resume=False)
-    second = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    second.load()
-    second.train_transformer(resume=True)
-    assert second.state["dit_step"] == start + 3
-    a = checkpoint.load_tensors(tmp_path / "unbroken" / "checkpoint", "dit")
-    b = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit")
+    a, b = _unbroken_and_resumed(recipe, tmp_path)
     assert a.keys() == b.keys() and "aux.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert float(a["aux.weight"].abs().max()) > 0  # zero-initialised, then trained
@@ -191,9 +204,7 @@ def test_the_auxiliary_head_trains_resumes_and_stays_out_of_the_shipped_folder(t
     scenes = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "scenes")
     assert scenes["labels"].shape == (12, 2, 32, 32) and scenes["labels"].dtype == torch.uint8
     # Exported from the checkpoint, the folder holds SANA's transformer alone.
-    exported = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    exported.load()
-    folder = exported.export()
+    folder = _exported(recipe(3), tmp_path / "broken")
     transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
     assert not any("aux" in name for name in transformer.state_dict())
 
@@ -425,23 +436,11 @@ def test_the_relation_probe_trains_resumes_and_stays_out_of_the_shipped_folder(t
             dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
             eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
 
-    unbroken = Trainer(recipe(3), tmp_path / "unbroken", torch.device("cpu"), math.inf, math.inf)
-    unbroken.init_from(SHIPPED)
-    unbroken.train_transformer(resume=False)
-    first = Trainer(recipe(2), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    first.init_from(SHIPPED)
-    first.train_transformer(resume=False)
-    second = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    second.load()
-    second.train_transformer(resume=True)
-    a = checkpoint.load_tensors(tmp_path / "unbroken" / "checkpoint", "dit")
-    b = checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit")
+    a, b = _unbroken_and_resumed(recipe, tmp_path)
     assert a.keys() == b.keys() and "relation.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert float(a["relation.weight"].abs().max()) > 0  # zero-initialised, then trained
-    exported = Trainer(recipe(3), tmp_path / "broken", torch.device("cpu"), math.inf, math.inf)
-    exported.load()
-    folder = exported.export()
+    folder = _exported(recipe(3), tmp_path / "broken")
     text_encoder = Gemma2Model.from_pretrained(folder / "text_encoder")
     transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
     assert not any("relation" in n for n in [*text_encoder.state_dict(),
