@@ -414,7 +414,7 @@ def test_relation_targets_name_each_captions_relation_from_its_relation_word_on(
                 "three green crosses", "a heart beneath a diamond on a dark background", ""]
     tokens = tokenizer(captions, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                        return_tensors="pt")
-    relation, after = relation_targets(tokens.input_ids)
+    relation, after = relation_targets(tokens.input_ids, tokenizer)
     assert relation[:2].tolist() == [0, 2] and relation[3] == 3  # left of, above, below
     words = [tokenizer.convert_ids_to_tokens(row[mask]) for row, mask in
              zip(tokens.input_ids, after, strict=True)]

@@ -27,6 +27,10 @@ RELATION_PHRASES = {
     "above": ("above", "over"),
     "below": ("below", "under", "beneath"),
 }
+# The word of each relation phrase that names it ("left", "over", ...), and that relation.
+RELATION_WORDS = {word: relation for relation, phrases in RELATION_PHRASES.items()
+                  for phrase in phrases for word in phrase.split()
+                  if word not in ("to", "the", "of", "on")}
 BACKGROUND_PHRASES = ("on a {bg} background", "against a {bg} background", "with a {bg} background")
 FRAMES = ("{}", "{}", "{}", "a picture of {}", "an image of {}", "a drawing of {}")
 JOINERS = (" and ", " with ", " and also ")

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from models.tiny import build
-from models.tiny.captions import PLURALS
+from models.tiny.captions import PLURALS, RELATION_PHRASES, RELATION_WORDS
 from models.tiny.render import render_batch
-from models.tiny.scenes import COLOURS, SHAPES
+from models.tiny.scenes import COLOURS, OPPOSITE, SHAPES
 from models.tiny.split import training_examples
 
 DEFAULT = Path(__file__).resolve().parents[2] / "assets" / "models" / "linea-tiny"
@@ -49,14 +49,26 @@ def _rotation(words: list[str], by: int = 3) -> dict[str, str]:
     return {w: words[(i + by) % len(words)] for i, w in enumerate(words)}
 
 
+def _opposite_words() -> dict[str, str]:
+    """Each relation word (captions.RELATION_WORDS) to the word of the opposite relation's
+    phrase in the same place, so the phrasing is kept: "to the left of" <-> "to the right of",
+    "over" <-> "under"; "beneath" (third of three) -> "above"."""
+    def word(phrase: str) -> str:
+        return next(w for w in phrase.split() if w in RELATION_WORDS)
+
+    table = {}
+    for relation, phrases in RELATION_PHRASES.items():
+        opposite = RELATION_PHRASES[OPPOSITE[relation]]
+        for i, phrase in enumerate(phrases):
+            table[word(phrase)] = word(opposite[i % len(opposite)])
+    return table
+
+
 _SWAPS = {
     "shape": {**_rotation(list(SHAPES)),
               **{PLURALS[a]: PLURALS[b] for a, b in _rotation(list(SHAPES)).items()}},
     "colour": _rotation(list(COLOURS)),
-    # The opposite relation, phrasing kept: "to the left of" <-> "to the right of", "over" <->
-    # "under"; "beneath" -> "above" (the phrasings of captions.RELATION_PHRASES).
-    "relation": {"left": "right", "right": "left", "above": "below", "below": "above",
-                 "over": "under", "under": "over", "beneath": "above"},
+    "relation": _opposite_words(),
 }
 
 
@@ -87,11 +99,14 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
                        max_length=build.MAX_CAPTION_TOKENS, truncation=True, return_tensors="pt")
     empty = tokenizer([""] * scenes, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                       return_tensors="pt")
-    swaps = {kind: tokenizer([swapped(e.caption, kind) for e in examples], padding="max_length",
-                             max_length=build.MAX_CAPTION_TOKENS, truncation=True,
-                             return_tensors="pt") for kind in ("shape", "colour", "relation")}
+    texts = {kind: [swapped(e.caption, kind) for e in examples]
+             for kind in ("shape", "colour", "relation")}
+    swaps = {kind: tokenizer(captions, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
+                             truncation=True, return_tensors="pt")
+             for kind, captions in texts.items()}
     # Only captions that name a relation change with "relation": its gap is over those alone.
-    related = torch.tensor([swapped(e.caption, "relation") != e.caption for e in examples])
+    related = torch.tensor([flipped != e.caption
+                            for flipped, e in zip(texts["relation"], examples, strict=True)])
     entropies: list[float] = []
 
     def attention_entropy(module, args, kwargs, _output) -> None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models.tiny import build, checkpoint, quality
+from models.tiny.captions import RELATION_WORDS
 from models.tiny.render import label_maps, render_batch
 from models.tiny.scenes import COLOURS, RELATIONS, SHAPES
 from models.tiny.split import training_examples
@@ -333,16 +334,10 @@ def noise_levels(recipe: Recipe, count: int, gen: torch.Generator,
     return recipe.train_shift * sigma / (1 + (recipe.train_shift - 1) * sigma)
 
 
-# The words that name a relation in a caption (captions.RELATION_PHRASES), by relation.
-RELATION_WORDS = {"left": "left of", "right": "right of", "above": "above", "over": "above",
-                  "below": "below", "under": "below", "beneath": "below"}
-
-
-def relation_targets(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For caption token ids (N, T): the relation each caption names (index in RELATIONS; 0
-    where it names none) and a mask of its tokens from the first relation word on (all False
-    for a caption without one)."""
-    tokenizer = build.build_tokenizer()
+def relation_targets(ids: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """For caption token ids (N, T) from `tokenizer`: the relation each caption names (index in
+    RELATIONS; 0 where it names none) and a mask of its tokens from the first relation word
+    (captions.RELATION_WORDS) on (all False for a caption without one)."""
     word_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(RELATION_WORDS)),
                             device=ids.device)
     classes = torch.tensor([RELATIONS.index(r) for r in RELATION_WORDS.values()],
@@ -502,11 +497,10 @@ class Trainer:
         scenes' label maps at latent resolution (`label_maps`). Kept in the checkpoint (the
         autoencoder no longer changes in this stage), so a resumed run does not encode them
         again."""
-        r = self.recipe
         # Which scenes the checkpoint holds; a fresh or --init-from run starts without the entry.
         # (A checkpoint keyed by the recipe's seed alone predates label maps and scenes_seed: its
         # scenes are encoded again.)
-        key = {"scenes": r.scenes, "scenes_seed": self._scenes_seed()}
+        key = self._scenes_key()
         if self.state.get("encoded") == key and checkpoint.has_tensors(self.ckpt, "scenes"):
             cached = checkpoint.load_tensors(self.ckpt, "scenes")
             t = {k: v.to(self.device) for k, v in cached.items()}
@@ -518,6 +512,10 @@ class Trainer:
             ("latents", "ids", "mask", "objects", "labels"),
             (t.cpu().contiguous() for t in found), strict=True)))
         return found
+
+    def _scenes_key(self) -> dict:
+        """Which scenes a checkpoint's encoded latents are (kept as state["encoded"])."""
+        return {"scenes": self.recipe.scenes, "scenes_seed": self._scenes_seed()}
 
     def _scenes_seed(self) -> int:
         seed = self.recipe.scenes_seed
@@ -575,7 +573,7 @@ class Trainer:
             modules["aux"] = self._aux_head()
         if r.relation_weight:
             modules["relation"] = self._relation_probe()
-            relation, after = relation_targets(ids)
+            relation, after = relation_targets(ids, self.tokenizer)
         ema = copy.deepcopy(modules).eval().requires_grad_(False)
         opt = torch.optim.AdamW(modules.parameters(), lr=r.dit_lr, weight_decay=0.0)
         names = {id(p): n for n, p in modules.named_parameters()}
@@ -806,7 +804,7 @@ class Trainer:
             raise SystemExit(f"{run} holds no encoded scenes (no checkpoint/state.json and "
                              "scenes-*.safetensors): leave out --scenes-from to encode them")
         state = checkpoint.load_state(other)
-        key = {"scenes": self.recipe.scenes, "scenes_seed": self._scenes_seed()}
+        key = self._scenes_key()
         if state.get("encoded") != key:
             raise SystemExit(f"{run} encoded {state.get('encoded')}, this recipe draws {key}: "
                              "leave out --scenes-from to encode them")
