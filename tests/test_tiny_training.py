@@ -474,3 +474,48 @@ def test_encoded_scenes_are_adopted_only_from_a_run_with_the_same_scenes_and_aut
     with pytest.raises(SystemExit, match="holds no encoded scenes"):
         other_vae.adopt_scenes(tmp_path / "nowhere")
     assert not checkpoint.has_tensors(tmp_path / "other_vae" / "checkpoint", "scenes")
+
+
+def test_relation_rows_give_the_batchs_first_share_to_relation_scenes_at_high_noise():
+    recipe = dataclasses.replace(RECIPES["cpu-deep12-pos"], dit_batch=8)
+    related = torch.tensor([3, 5, 11])
+    pick = torch.arange(100, 108)
+    sigma = torch.full((8,), 0.3)
+
+    def rows(seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        return Trainer._relation_rows(recipe, gen, related, pick, sigma)
+
+    new_pick, new_sigma = rows(0)
+    k = round(recipe.relation_share * 8)
+    assert k == 2
+    assert set(new_pick[:k].tolist()) <= {3, 5, 11} and torch.equal(new_pick[k:], pick[k:])
+    assert bool((new_sigma[:k] >= recipe.relation_noise).all() and (new_sigma[:k] <= 1).all())
+    assert torch.equal(new_sigma[k:], sigma[k:])
+    same_pick, same_sigma = rows(0)
+    assert torch.equal(new_pick, same_pick) and torch.equal(new_sigma, same_sigma)
+    # Many draws cover every relation scene and spread over the high noise levels.
+    gen = torch.Generator().manual_seed(1)
+    drawn = [Trainer._relation_rows(recipe, gen, related, pick, sigma) for _ in range(50)]
+    assert set(torch.cat([p[:k] for p, _ in drawn]).tolist()) == {3, 5, 11}
+    levels = torch.cat([s[:k] for _, s in drawn])
+    assert float(levels.min()) < recipe.relation_noise + 0.03 and float(levels.max()) > 0.97
+
+
+def test_a_stage_with_a_relation_share_trains_and_resumes_bit_identically(tmp_path):
+    base = RECIPES["cpu-deep12-pos"]
+
+    def recipe(steps: int):
+        return dataclasses.replace(
+            base, scenes=16, dit_batch=8, dit_steps=base.dit_start + steps,
+            dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
+            eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
+
+    a, b = _unbroken_and_resumed(recipe, tmp_path)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    shipped = Trainer(recipe(0), tmp_path / "shipped", torch.device("cpu"), math.inf, math.inf)
+    shipped.init_from(SHIPPED)
+    moved = [k for k, v in shipped.transformer.state_dict().items()
+             if not torch.equal(v.float(), a["transformer." + k].float())]
+    assert moved  # the three steps changed the transformer
