@@ -54,6 +54,17 @@ def _unbroken_and_resumed(recipe, tmp_path: Path):
             checkpoint.load_tensors(tmp_path / "broken" / "checkpoint", "dit"))
 
 
+def _small_stage(base):
+    """`steps` -> `base` (a stage continuing the shipped folder) made small: 16 scenes, batch 8,
+    `steps` transformer steps from its start."""
+    def recipe(steps: int):
+        return dataclasses.replace(
+            base, scenes=16, dit_batch=8, dit_steps=base.dit_start + steps,
+            dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
+            eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
+    return recipe
+
+
 def _exported(recipe, out: Path) -> Path:
     """The folder a run's checkpoint exports."""
     trainer = Trainer(recipe, out, torch.device("cpu"), math.inf, math.inf)
@@ -428,14 +439,7 @@ def test_the_relation_probe_trains_resumes_and_stays_out_of_the_shipped_folder(t
     from diffusers import SanaTransformer2DModel
     from transformers import Gemma2Model
 
-    base = RECIPES["cpu-deep12-rel"]
-
-    def recipe(steps: int):
-        return dataclasses.replace(
-            base, scenes=16, dit_batch=8, dit_steps=base.dit_start + steps,
-            dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
-            eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
-
+    recipe = _small_stage(RECIPES["cpu-deep12-rel"])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
     assert a.keys() == b.keys() and "relation.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -503,14 +507,7 @@ def test_relation_rows_give_the_batchs_first_share_to_relation_scenes_at_high_no
 
 
 def test_a_stage_with_a_relation_share_trains_and_resumes_bit_identically(tmp_path):
-    base = RECIPES["cpu-deep12-pos"]
-
-    def recipe(steps: int):
-        return dataclasses.replace(
-            base, scenes=16, dit_batch=8, dit_steps=base.dit_start + steps,
-            dit_schedule_steps=base.dit_start + 4, warmup=2, eval_every=1000,
-            eval_per_category=1, gap_scenes=4, checkpoint_every=1000)
-
+    recipe = _small_stage(RECIPES["cpu-deep12-pos"])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
