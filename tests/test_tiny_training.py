@@ -516,3 +516,14 @@ def test_a_stage_with_a_relation_share_trains_and_resumes_bit_identically(tmp_pa
     moved = [k for k, v in shipped.transformer.state_dict().items()
              if not torch.equal(v.float(), a["transformer." + k].float())]
     assert moved  # the three steps changed the transformer
+
+
+def test_a_relation_share_without_relation_scenes_stops_with_a_clear_error(tmp_path):
+    # Scenes seed 5 draws no relation in its first three scenes.
+    recipe = dataclasses.replace(_small_stage(RECIPES["cpu-deep12-pos"])(3), scenes=3,
+                                 scenes_seed=5)
+    trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    with pytest.raises(SystemExit, match="none of the recipe's 3 scenes names a relation"):
+        trainer.train_transformer(resume=False)
+    assert not checkpoint.has_tensors(tmp_path / "run" / "checkpoint", "dit")

@@ -599,13 +599,15 @@ class Trainer:
                                        "transformer": self.transformer})
         if r.aux_weight:
             modules["aux"] = self._aux_head()
+        if r.relation_weight or r.relation_share:
+            relation, after = relation_targets(ids, self.tokenizer)
         if r.relation_weight:
             modules["relation"] = self._relation_probe()
-            relation, after = relation_targets(ids, self.tokenizer)
         if r.relation_share:
-            related = torch.nonzero(relation_targets(ids, self.tokenizer)[1].any(1))[:, 0]
+            related = torch.nonzero(after.any(1))[:, 0]
             if not len(related):
-                raise SystemExit("relation_share needs scenes whose captions name a relation")
+                raise SystemExit(f"relation_share: none of the recipe's {len(ids)} scenes names a "
+                                 "relation; give it more scenes or set relation_share to 0")
         ema = copy.deepcopy(modules).eval().requires_grad_(False)
         opt = torch.optim.AdamW(modules.parameters(), lr=r.dit_lr, weight_decay=0.0)
         names = {id(p): n for n, p in modules.named_parameters()}
