@@ -628,12 +628,12 @@ class Trainer:
             gen = _generator(r, 3, step, self.device)
             pick = torch.randint(0, len(latents), (r.dit_batch,), device=self.device, generator=gen)
             drop = torch.rand(r.dit_batch, device=self.device, generator=gen) < r.caption_dropout
-            x0 = latents[pick]
-            noise = torch.randn(x0.shape, device=self.device, generator=gen)
+            noise = torch.randn((r.dit_batch, *latents.shape[1:]), device=self.device,
+                                generator=gen)
             sigma = noise_levels(r, r.dit_batch, gen, self.device)
             if r.relation_share:  # drawn after the rest, so other recipes' batches are unchanged
                 pick, sigma = self._relation_rows(r, gen, related, pick, sigma)
-                x0 = latents[pick]
+            x0 = latents[pick]
             batch_ids = torch.where(drop[:, None], empty_ids, ids[pick])
             batch_mask = torch.where(drop[:, None], empty_mask, mask[pick])
             s = sigma.view(-1, 1, 1, 1)
