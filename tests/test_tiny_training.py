@@ -506,6 +506,33 @@ def test_relation_rows_give_the_batchs_first_share_to_relation_scenes_at_high_no
     assert float(levels.min()) < recipe.relation_noise + 0.03 and float(levels.max()) > 0.97
 
 
+def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_noise():
+    recipe = dataclasses.replace(RECIPES["cpu-deep12-lay"], dit_batch=16)
+    related = torch.tensor([3, 5, 11])
+    pick = torch.arange(100, 116)
+    sigma = torch.full((16,), 0.3)
+    gen = torch.Generator().manual_seed(0)
+    rel_pick, rel_sigma = Trainer._relation_rows(recipe, gen, related, pick, sigma)
+    new_pick, new_sigma = Trainer._layout_rows(recipe, gen, 40, rel_pick, rel_sigma)
+    k = round(recipe.relation_share * 16)
+    end = k + round(recipe.layout_share * 16)
+    assert (k, end) == (2, 6)
+    # The relation rows and the usual rows after the layout rows are kept as they were.
+    assert torch.equal(new_pick[:k], rel_pick[:k]) and torch.equal(new_sigma[:k], rel_sigma[:k])
+    assert torch.equal(new_pick[end:], pick[end:]) and torch.equal(new_sigma[end:], sigma[end:])
+    assert bool(((new_pick[k:end] >= 0) & (new_pick[k:end] < 40)).all())
+    layout = new_sigma[k:end]
+    assert bool(((layout >= recipe.relation_noise) & (layout <= 1)).all())
+    # Over many draws the layout rows reach every scene, not only relation scenes.
+    drawn = [Trainer._layout_rows(recipe, gen, 40, pick, sigma) for _ in range(100)]
+    assert set(torch.cat([p[k:end] for p, _ in drawn]).tolist()) == set(range(40))
+    # A share that would run past the batch stops at its end.
+    over = dataclasses.replace(recipe, relation_share=0.75, layout_share=0.5)
+    full_pick, full_sigma = Trainer._layout_rows(over, gen, 40, pick, sigma)
+    assert len(full_pick) == 16 and torch.equal(full_pick[:12], pick[:12])
+    assert bool((full_sigma[12:] >= recipe.relation_noise).all())
+
+
 def test_a_stage_with_a_relation_share_trains_and_resumes_bit_identically(tmp_path):
     recipe = _small_stage(RECIPES["cpu-deep12-pos"])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
