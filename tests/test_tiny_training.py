@@ -533,8 +533,9 @@ def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_
     assert bool((full_sigma[12:] >= recipe.relation_noise).all())
 
 
-def test_a_stage_with_a_relation_share_trains_and_resumes_bit_identically(tmp_path):
-    recipe = _small_stage(RECIPES["cpu-deep12-pos"])
+@pytest.mark.parametrize("name", ["cpu-deep12-pos", "cpu-deep12-lay"])
+def test_a_stage_with_high_noise_shares_trains_and_resumes_bit_identically(tmp_path, name):
+    recipe = _small_stage(RECIPES[name])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
