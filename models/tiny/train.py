@@ -81,11 +81,12 @@ class Recipe:
     relation_share: float = 0.0
     relation_noise: float = 0.85
     # Share of each transformer batch, after the relation rows, given to scenes of every category
-    # at noise levels drawn uniformly from [relation_noise, 1]. Relation scenes alone at high
-    # noise taught the transformer that a layout there holds two objects: after `cpu-deep12-pos`,
-    # two of eight single-object grid tiles drew a second object and two-object prompts lost
-    # their first-named object more often. Rows from every category ask the caption at high
-    # noise how many objects to lay out, not only where.
+    # at noise levels drawn uniformly from [relation_noise, 1], so the caption at high noise is
+    # asked how many objects to lay out, not only where. After `cpu-deep12-pos`, whose high-noise
+    # rows were all relation scenes (two objects each), two of eight single-object grid tiles
+    # drew a second object and 11 of 15 two-object failures missed the first-named object; after
+    # `cpu-deep12-lay` (this share 0.25, the relation share halved) one tile and 9 of 15, with
+    # held-out single and two objects unchanged (0.938, 0.531).
     layout_share: float = 0.0
     # Transformer blocks (0: build.TRANSFORMER's). A folder given to `--init-from` with fewer
     # blocks is grown to this depth (`grow_blocks`): the new blocks start as the identity, so the
