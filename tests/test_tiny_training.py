@@ -511,9 +511,10 @@ def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_
     related = torch.tensor([3, 5, 11])
     pick = torch.arange(100, 116)
     sigma = torch.full((16,), 0.3)
+    scenes = torch.arange(40)
     gen = torch.Generator().manual_seed(0)
     rel_pick, rel_sigma = Trainer._relation_rows(recipe, gen, related, pick, sigma)
-    new_pick, new_sigma = Trainer._layout_rows(recipe, gen, 40, rel_pick, rel_sigma)
+    new_pick, new_sigma = Trainer._layout_rows(recipe, gen, scenes, rel_pick, rel_sigma)
     k = round(recipe.relation_share * 16)
     end = k + round(recipe.layout_share * 16)
     assert (k, end) == (2, 6)
@@ -524,11 +525,11 @@ def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_
     layout = new_sigma[k:end]
     assert bool(((layout >= recipe.relation_noise) & (layout <= 1)).all())
     # Over many draws the layout rows reach every scene, not only relation scenes.
-    drawn = [Trainer._layout_rows(recipe, gen, 40, pick, sigma) for _ in range(100)]
+    drawn = [Trainer._layout_rows(recipe, gen, scenes, pick, sigma) for _ in range(100)]
     assert set(torch.cat([p[k:end] for p, _ in drawn]).tolist()) == set(range(40))
     # A share that would run past the batch stops at its end.
     over = dataclasses.replace(recipe, relation_share=0.75, layout_share=0.5)
-    full_pick, full_sigma = Trainer._layout_rows(over, gen, 40, pick, sigma)
+    full_pick, full_sigma = Trainer._layout_rows(over, gen, scenes, pick, sigma)
     assert len(full_pick) == 16 and torch.equal(full_pick[:12], pick[:12])
     assert bool((full_sigma[12:] >= recipe.relation_noise).all())
 

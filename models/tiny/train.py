@@ -630,6 +630,8 @@ class Trainer:
             relation, after = relation_targets(ids, self.tokenizer)
         if r.relation_weight:
             modules["relation"] = self._relation_probe()
+        if r.layout_share:
+            every_scene = torch.arange(len(latents), device=self.device)
         if r.relation_share:
             related = torch.nonzero(after.any(1))[:, 0]
             if not len(related):
@@ -661,7 +663,7 @@ class Trainer:
             if r.relation_share:  # drawn after the rest, so other recipes' batches are unchanged
                 pick, sigma = self._relation_rows(r, gen, related, pick, sigma)
             if r.layout_share:  # drawn after those, likewise
-                pick, sigma = self._layout_rows(r, gen, len(latents), pick, sigma)
+                pick, sigma = self._layout_rows(r, gen, every_scene, pick, sigma)
             x0 = latents[pick]
             batch_ids = torch.where(drop[:, None], empty_ids, ids[pick])
             batch_mask = torch.where(drop[:, None], empty_mask, mask[pick])
@@ -718,22 +720,28 @@ class Trainer:
                        pick: torch.Tensor, sigma: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch with its first `relation_share` rows replaced by scenes whose caption names
-        a relation (indices `related`), at noise levels drawn uniformly from
-        [relation_noise, 1]: where the layout is decided and only the caption can tell it."""
+        a relation (indices `related`), at high noise (`_high_noise_rows`): where the layout is
+        decided and only the caption can tell it."""
         k = round(r.relation_share * len(pick))
-        rows = related[torch.randint(0, len(related), (k,), device=pick.device, generator=gen)]
-        high = r.relation_noise + (1 - r.relation_noise) * torch.rand(
-            k, device=sigma.device, generator=gen)
-        return torch.cat([rows, pick[k:]]), torch.cat([high, sigma[k:]])
+        return Trainer._high_noise_rows(r, gen, related, 0, k, pick, sigma)
 
     @staticmethod
-    def _layout_rows(r: Recipe, gen: torch.Generator, scenes: int, pick: torch.Tensor,
+    def _layout_rows(r: Recipe, gen: torch.Generator, scenes: torch.Tensor, pick: torch.Tensor,
                      sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch with the `layout_share` rows after the relation rows replaced by scenes
-        drawn from all `scenes`, at noise levels drawn uniformly from [relation_noise, 1]."""
+        drawn from all of `scenes` (every scene's index), at high noise (`_high_noise_rows`)."""
         start = round(r.relation_share * len(pick))
         end = min(len(pick), start + round(r.layout_share * len(pick)))
-        rows = torch.randint(0, scenes, (end - start,), device=pick.device, generator=gen)
+        return Trainer._high_noise_rows(r, gen, scenes, start, end, pick, sigma)
+
+    @staticmethod
+    def _high_noise_rows(r: Recipe, gen: torch.Generator, pool: torch.Tensor, start: int,
+                         end: int, pick: torch.Tensor, sigma: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch with rows `start:end` replaced by scene indices drawn from `pool`, at noise
+        levels drawn uniformly from [relation_noise, 1]."""
+        rows = pool[torch.randint(0, len(pool), (end - start,), device=pick.device,
+                                  generator=gen)]
         high = r.relation_noise + (1 - r.relation_noise) * torch.rand(
             end - start, device=sigma.device, generator=gen)
         return (torch.cat([pick[:start], rows, pick[end:]]),
