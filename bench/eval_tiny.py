@@ -6,6 +6,8 @@
 Generates every held-out prompt once (seed S + prompt index) with the folder's default sampler
 (linea.json), judges each image with models.tiny.evaluator, times generation per image at native
 size, and writes bench/results/tiny_eval.json (and a grid of the first prompts of each category).
+Also judges the folder's autoencoder alone, decode(encode(ground truth)) of the held-out
+compositions in three layouts each: how much of a rendered scene survives the autoencoder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from models.tiny.scenes import CATEGORIES
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
 RESULTS = Path(__file__).resolve().parent / "results" / "tiny_eval.json"
+RECONSTRUCTION_LAYOUTS = (1, 2, 3)
 
 
 def grid(images: list[np.ndarray], columns: int, cell: int = 128) -> Image.Image:
@@ -100,6 +103,21 @@ def main(argv: list[str] | None = None) -> None:
                   f"{torch.get_num_threads()} threads, {os.cpu_count()} cores)",
         "failures": failures,
     }
+    from diffusers import AutoencoderDC
+
+    vae = AutoencoderDC.from_pretrained(args.model / "vae", torch_dtype=torch.float32).eval()
+    reconstruction, reconstruction_verdicts = quality.autoencoder_reconstruction(
+        vae, RECONSTRUCTION_LAYOUTS, args.per_category)
+    result["autoencoder_reconstruction"] = {
+        "what": "decode(encode(rendered ground truth)) of the held-out compositions, judged "
+                "by the same evaluator, fp32",
+        "layout_seeds": list(RECONSTRUCTION_LAYOUTS),
+        "images": len(reconstruction_verdicts),
+        "scores": {k: round(v, 4) for k, v in reconstruction.items()},
+        "failures_by_category": {c: sum(1 for v in reconstruction_verdicts
+                                        if v.category == c and not v.passed)
+                                 for c in CATEGORIES},
+    }
     if args.through == "runtime":
         # The reference in the same run: diffusers' own pipeline on the same folder, steps and
         # guidance (SanaPipeline cannot limit guidance to an interval, so it guides every step).
@@ -112,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("scores", "seconds_per_image_single", "reference")
+    print(json.dumps({k: result[k] for k in ("scores", "seconds_per_image_single", "reference",
+                                             "autoencoder_reconstruction")
                       if k in result}, indent=2))
     if args.grid:
         per_row = 8

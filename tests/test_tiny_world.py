@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from models.tiny.captions import PromptError, caption, parse_prompt
 from models.tiny.evaluator import check, detect, summarise
+from models.tiny.quality import autoencoder_reconstruction
 from models.tiny.render import render, render_batch
 from models.tiny.scenes import (
+    CATEGORIES,
     COLOURS,
     OPPOSITE,
     SHAPES,
@@ -153,3 +157,30 @@ def test_detect_reads_back_objects():
     assert {(d.shape, d.colour) for d in found} == {("star", "yellow"), ("heart", "blue")}
     star = next(d for d in found if d.shape == "star")
     assert abs(star.x - scene.objects[0].x) < 0.02 and abs(star.y - scene.objects[0].y) < 0.02
+
+
+class _Autoencoder(torch.nn.Module):
+    """Stands in for AutoencoderDC: `decode(encode(x))` gives x back, or a flat grey image."""
+
+    def __init__(self, blank: bool) -> None:
+        super().__init__()
+        self.blank = blank
+
+    def encode(self, images: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(latent=images)
+
+    def decode(self, latents: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=torch.zeros_like(latents) if self.blank else latents)
+
+
+def test_autoencoder_reconstruction_judges_decoded_ground_truth_in_every_layout():
+    scores, verdicts = autoencoder_reconstruction(_Autoencoder(blank=False), layouts=(1, 2),
+                                                  per_category=4)
+    assert len(verdicts) == 2 * 4 * len(CATEGORIES)
+    assert [v.category for v in verdicts[:20]] == [v.category for v in verdicts[20:]]
+    assert scores["overall"] >= 0.95
+    scores, verdicts = autoencoder_reconstruction(_Autoencoder(blank=True), layouts=(1,),
+                                                  per_category=4)
+    assert scores["overall"] == 0.0
+    assert all("no " in v.reason or "missing" in v.reason or v.reason.startswith("0 ")
+               or "colours none" in v.reason for v in verdicts)

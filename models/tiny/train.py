@@ -519,28 +519,13 @@ class Trainer:
     @torch.no_grad()
     def check_autoencoder(self, step: int) -> dict[str, float]:
         """Score decode(encode(ground truth)) of the held-out compositions with the evaluator:
-        the ceiling the transformer can reach through this autoencoder."""
-        import random
-
-        import numpy as np
-
-        from models.tiny.evaluator import check, summarise
-        from models.tiny.scenes import layout
-
+        what survives the autoencoder of the scenes the transformer learns to draw."""
         started = time.monotonic()
         self.vae.eval()
-        compositions = [c for _, c in quality.held_out(self.recipe.ae_check_per_category)]
-        rng = random.Random(1)
-        scenes = [layout(c, rng) for c in compositions]
-        verdicts = []
-        for i in range(0, len(scenes), 32):
-            images = render_batch(scenes[i : i + 32], build.NATIVE_SIZE, self.device)
-            with self.autocast:
-                out = self.vae.decode(self.vae.encode(images * 2 - 1).latent).sample.float()
-            out = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
-            verdicts += [check(np.asarray(image), c)
-                         for image, c in zip(out, compositions[i : i + 32], strict=True)]
-        scores = {k: round(v, 3) for k, v in summarise(verdicts).items()}
+        with self.autocast:
+            scores, _ = quality.autoencoder_reconstruction(
+                self.vae, (1,), self.recipe.ae_check_per_category, self.device)
+        scores = {k: round(v, 3) for k, v in scores.items()}
         self.state.setdefault("ae_checks", []).append({"step": step, **scores})
         self.log(stage="ae_check", step=step, seconds=time.monotonic() - started, **scores)
         return scores
