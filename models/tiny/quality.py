@@ -171,14 +171,16 @@ def held_out(per_category: int | None = None) -> list[tuple[str, Composition]]:
 @torch.no_grad()
 def autoencoder_reconstruction(
     vae, layouts: tuple[int, ...] = (1,), per_category: int | None = None,
-    device: torch.device | None = None,
+    device: torch.device | None = None, autocast=None,
 ) -> tuple[dict[str, float], list[Verdict]]:
     """Judge decode(encode(ground truth)) of the held-out compositions, each laid out once per
     seed in `layouts` (`scenes.layout` with `random.Random(seed)`): the score of a transformer
     that drew exactly the encoder's latents of rendered scenes. Not a bound on generated images:
     those need not be laid out (or sized) like the renderer's scenes, nor be latents the encoder
     gives. `vae` is in eval mode, works in [-1, 1] and returns `.latent` / `.sample` like
-    AutoencoderDC."""
+    AutoencoderDC; `autocast` (a context manager) wraps its calls alone, not the rendering."""
+    import contextlib
+
     from models.tiny.render import render_batch
     from models.tiny.scenes import layout
 
@@ -190,7 +192,8 @@ def autoencoder_reconstruction(
         scenes = [layout(c, rng) for c in compositions]
         for i in range(0, len(scenes), 32):
             images = render_batch(scenes[i : i + 32], NATIVE_SIZE, device)
-            out = vae.decode(vae.encode(images * 2 - 1).latent).sample.float()
+            with autocast or contextlib.nullcontext():
+                out = vae.decode(vae.encode(images * 2 - 1).latent).sample.float()
             out = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
             verdicts += [check(np.asarray(image), c)
                          for image, c in zip(out, compositions[i : i + 32], strict=True)]

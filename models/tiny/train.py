@@ -522,9 +522,8 @@ class Trainer:
         what survives the autoencoder of the scenes the transformer learns to draw."""
         started = time.monotonic()
         self.vae.eval()
-        with self.autocast:
-            scores, _ = quality.autoencoder_reconstruction(
-                self.vae, (1,), self.recipe.ae_check_per_category, self.device)
+        scores, _ = quality.autoencoder_reconstruction(
+            self.vae, (1,), self.recipe.ae_check_per_category, self.device, self.autocast)
         scores = {k: round(v, 3) for k, v in scores.items()}
         self.state.setdefault("ae_checks", []).append({"step": step, **scores})
         self.log(stage="ae_check", step=step, seconds=time.monotonic() - started, **scores)
