@@ -176,8 +176,10 @@ class _Autoencoder(torch.nn.Module):
 def test_autoencoder_reconstruction_judges_decoded_ground_truth_in_every_layout():
     scores, verdicts = autoencoder_reconstruction(_Autoencoder(blank=False), layouts=(1, 2),
                                                   per_category=4)
-    assert len(verdicts) == 2 * 4 * len(CATEGORIES)
-    assert [v.category for v in verdicts[:20]] == [v.category for v in verdicts[20:]]
+    per_layout = 4 * len(CATEGORIES)
+    assert len(verdicts) == 2 * per_layout
+    assert [v.category for v in verdicts[:per_layout]] == [v.category
+                                                           for v in verdicts[per_layout:]]
     assert scores["overall"] >= 0.95
     scores, verdicts = autoencoder_reconstruction(_Autoencoder(blank=True), layouts=(1,),
                                                   per_category=4)

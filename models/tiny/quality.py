@@ -8,6 +8,7 @@ paths start from the same noise.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from models.families import FULL_INTERVAL
 from models.tiny.build import NATIVE_SIZE
 from models.tiny.captions import caption
 from models.tiny.evaluator import Verdict, check, summarise
-from models.tiny.scenes import CATEGORIES, Composition
+from models.tiny.render import render_batch
+from models.tiny.scenes import CATEGORIES, Composition, layout
 from models.tiny.split import held_out_prompts, training_composition
 
 
@@ -179,11 +181,6 @@ def autoencoder_reconstruction(
     those need not be laid out (or sized) like the renderer's scenes, nor be latents the encoder
     gives. `vae` is in eval mode, works in [-1, 1] and returns `.latent` / `.sample` like
     AutoencoderDC; `autocast` (a context manager) wraps its calls alone, not the rendering."""
-    import contextlib
-
-    from models.tiny.render import render_batch
-    from models.tiny.scenes import layout
-
     device = device or torch.device("cpu")
     compositions = [c for _, c in held_out(per_category)]
     verdicts: list[Verdict] = []
