@@ -196,7 +196,7 @@ def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp
         tmp_path / "hearing", tokenizer, copy.deepcopy(text_encoder), copy.deepcopy(transformer),
         copy.deepcopy(vae), flow_shift=2.0, steps=2, guidance=4.5)
     gaps = diagnose(hearing, scenes=8)["relative_gap"][0.9]
-    assert gaps["shuffled"] != 0.0 and gaps["relation"] != 0.0
+    assert gaps["shuffled"] != 0.0 and gaps["relation"] != 0.0 and gaps["count"] != 0.0
     for block in transformer.transformer_blocks:
         torch.nn.init.zeros_(block.attn2.to_out[0].weight)
         torch.nn.init.zeros_(block.attn2.to_out[0].bias)
@@ -204,10 +204,11 @@ def test_diagnosis_tells_a_model_that_reads_its_caption_from_one_that_cannot(tmp
         tmp_path / "deaf", tokenizer, text_encoder, transformer, vae, flow_shift=2.0, steps=2,
         guidance=4.5)
     report = diagnose(folder, scenes=8)
-    assert report["relation_scenes"] > 0  # seed 5's first 8 scenes include position captions
+    # Seed 5's first 8 scenes include position captions and one with two triangles.
+    assert report["relation_scenes"] > 0 and report["count_scenes"] > 0
     for sigma, gaps in report["relative_gap"].items():
         assert gaps == {"shuffled": 0.0, "empty": 0.0, "shape": 0.0, "colour": 0.0,
-                        "relation": 0.0}, sigma
+                        "relation": 0.0, "count": 0.0}, sigma
         assert 0 < report["cross_attention_entropy"][sigma] <= math.log(build.MAX_CAPTION_TOKENS)
     assert report["loss"][0.9]["right"] > 0
 
@@ -253,3 +254,24 @@ def test_a_flipped_relation_names_the_opposite_one_and_changes_nothing_else():
             assert after.relation == OPPOSITE[before.relation]
             flipped += 1
     assert flipped > 50
+
+
+def test_a_swapped_count_names_the_next_one_and_changes_nothing_else():
+    from models.tiny.captions import parse_prompt
+    from models.tiny.diagnose import swapped
+    from models.tiny.split import training_examples
+
+    assert swapped("two red stars over four hearts", "count") == "three red stars over two hearts"
+    assert swapped("a pair of squares and one cross", "count") == "a pair of squares and one cross"
+    following = {2: 3, 3: 4, 4: 2}
+    changed = 0
+    for example in training_examples(300, 7):
+        caption = example.caption
+        before, after = parse_prompt(caption), parse_prompt(swapped(caption, "count"))
+        assert after.relation == before.relation
+        for a, b in zip(before.objects, after.objects, strict=True):
+            assert (a.shape, a.colour, a.size) == (b.shape, b.colour, b.size)
+            named = a.count > 1 and "pair" not in caption.split()
+            assert b.count == (following[a.count] if named else a.count), caption
+        changed += swapped(caption, "count") != caption
+    assert changed > 30

@@ -435,20 +435,23 @@ def test_relation_targets_name_each_captions_relation_from_its_relation_word_on(
     assert words[3][0] == "beneath" and words[3][-1] == "background"
 
 
-def test_the_relation_probe_trains_resumes_and_stays_out_of_the_shipped_folder(tmp_path):
+@pytest.mark.parametrize(("name", "probe"), [("cpu-deep12-rel", "relation"),
+                                             ("cpu-deep12-cnt", "count")])
+def test_a_text_encoder_probe_trains_resumes_and_stays_out_of_the_shipped_folder(
+        tmp_path, name, probe):
     from diffusers import SanaTransformer2DModel
     from transformers import Gemma2Model
 
-    recipe = _small_stage(RECIPES["cpu-deep12-rel"])
+    recipe = _small_stage(RECIPES[name])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
-    assert a.keys() == b.keys() and "relation.weight" in a
+    assert a.keys() == b.keys() and f"{probe}.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert float(a["relation.weight"].abs().max()) > 0  # zero-initialised, then trained
+    assert float(a[f"{probe}.weight"].abs().max()) > 0  # zero-initialised, then trained
     folder = _exported(recipe(3), tmp_path / "broken")
     text_encoder = Gemma2Model.from_pretrained(folder / "text_encoder")
     transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer")
-    assert not any("relation" in n for n in [*text_encoder.state_dict(),
-                                             *transformer.state_dict()])
+    assert not any(probe in n for n in [*text_encoder.state_dict(),
+                                        *transformer.state_dict()])
 
 
 def test_encoded_scenes_are_adopted_only_from_a_run_with_the_same_scenes_and_autoencoder(
@@ -534,7 +537,7 @@ def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_
     assert bool((full_sigma[12:] >= recipe.relation_noise).all())
 
 
-@pytest.mark.parametrize("name", ["cpu-deep12-pos", "cpu-deep12-lay"])
+@pytest.mark.parametrize("name", ["cpu-deep12-pos", "cpu-deep12-lay", "cpu-deep12-cnt"])
 def test_a_stage_with_high_noise_shares_trains_and_resumes_bit_identically(tmp_path, name):
     recipe = _small_stage(RECIPES[name])
     a, b = _unbroken_and_resumed(recipe, tmp_path)
@@ -545,6 +548,69 @@ def test_a_stage_with_high_noise_shares_trains_and_resumes_bit_identically(tmp_p
     moved = [k for k, v in shipped.transformer.state_dict().items()
              if not torch.equal(v.float(), a["transformer." + k].float())]
     assert moved  # the three steps changed the transformer
+
+
+def test_count_targets_name_each_tokens_count_from_its_number_word_to_the_next():
+    from models.tiny import build
+    from models.tiny.train import count_targets
+
+    tokenizer = build.build_tokenizer()
+    captions = ["two red stars and three hearts", "a pair of blue squares", "a red circle",
+                "one cyan cross left of four stars on a dark background", ""]
+    tokens = tokenizer(captions, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
+                       return_tensors="pt")
+    count, where = count_targets(tokens.input_ids, tokenizer)
+    named = [list(zip(tokenizer.convert_ids_to_tokens(row[mask]), (c[mask] + 1).tolist(),
+                      strict=True))
+             for row, c, mask in zip(tokens.input_ids, count, where, strict=True)]
+    assert named[0] == [("two", 2), ("red", 2), ("stars", 2), ("and", 2), ("three", 3),
+                        ("hearts", 3)]
+    assert named[1] == [("pair", 2), ("of", 2), ("blue", 2), ("squares", 2)]
+    assert named[2] == [] and named[4] == []  # no number word, and the empty caption
+    assert named[3][:3] == [("one", 1), ("cyan", 1), ("cross", 1)]
+    assert ("four", 4) in named[3] and named[3][-1] == ("background", 4)
+    assert int(count[~where].abs().sum()) == 0  # no target outside the mask
+
+
+def test_count_rows_follow_the_layout_rows_with_scenes_of_several_objects_at_high_noise():
+    recipe = dataclasses.replace(RECIPES["cpu-deep12-cnt"], dit_batch=16)
+    related, several = torch.tensor([3, 5, 11]), torch.tensor([7, 20])
+    pick = torch.arange(100, 116)
+    sigma = torch.full((16,), 0.3)
+    scenes = torch.arange(40)
+    gen = torch.Generator().manual_seed(0)
+    rel_pick, rel_sigma = Trainer._relation_rows(recipe, gen, related, pick, sigma)
+    lay_pick, lay_sigma = Trainer._layout_rows(recipe, gen, scenes, rel_pick, rel_sigma)
+    new_pick, new_sigma = Trainer._count_rows(recipe, gen, several, lay_pick, lay_sigma)
+    start = round(recipe.relation_share * 16) + round(recipe.layout_share * 16)
+    end = start + round(recipe.count_share * 16)
+    assert (start, end) == (4, 6)
+    # The rows before (relation, layout) and the usual rows after are kept as they were.
+    assert torch.equal(new_pick[:start], lay_pick[:start])
+    assert torch.equal(new_sigma[:start], lay_sigma[:start])
+    assert torch.equal(new_pick[end:], pick[end:]) and torch.equal(new_sigma[end:], sigma[end:])
+    assert set(new_pick[start:end].tolist()) <= {7, 20}
+    assert bool(((new_sigma[start:end] >= recipe.relation_noise)
+                 & (new_sigma[start:end] <= 1)).all())
+    drawn = [Trainer._count_rows(recipe, gen, several, pick, sigma) for _ in range(30)]
+    assert set(torch.cat([p[start:end] for p, _ in drawn]).tolist()) == {7, 20}
+    # A share that would run past the batch stops at its end.
+    over = dataclasses.replace(recipe, relation_share=0.5, layout_share=0.375, count_share=0.5)
+    full_pick, full_sigma = Trainer._count_rows(over, gen, several, pick, sigma)
+    assert len(full_pick) == 16 and torch.equal(full_pick[:14], pick[:14])
+    assert set(full_pick[14:].tolist()) <= {7, 20}
+    assert bool((full_sigma[14:] >= recipe.relation_noise).all())
+
+
+def test_a_count_share_without_scenes_of_several_objects_stops_with_a_clear_error(tmp_path):
+    # Scenes seed 5's first five captions name no count of two or more ("one pink cross" is one).
+    recipe = dataclasses.replace(_small_stage(RECIPES["cpu-deep12-cnt"])(3), scenes=5,
+                                 scenes_seed=5)
+    trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    with pytest.raises(SystemExit, match="none of the recipe's 5 scenes names two or more"):
+        trainer.train_transformer(resume=False)
+    assert not checkpoint.has_tensors(tmp_path / "run" / "checkpoint", "dit")
 
 
 def test_a_relation_share_without_relation_scenes_stops_with_a_clear_error(tmp_path):

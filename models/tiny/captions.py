@@ -31,6 +31,8 @@ RELATION_PHRASES = {
 RELATION_WORDS = {word: relation for relation, phrases in RELATION_PHRASES.items()
                   for phrase in phrases for word in phrase.split()
                   if word not in ("to", "the", "of", "on")}
+# The words that name a count ("a pair of" names two), and that count.
+COUNT_WORDS = {**{word: count for count, word in NUMBER_WORDS.items()}, "pair": 2}
 BACKGROUND_PHRASES = ("on a {bg} background", "against a {bg} background", "with a {bg} background")
 FRAMES = ("{}", "{}", "{}", "a picture of {}", "an image of {}", "a drawing of {}")
 JOINERS = (" and ", " with ", " and also ")

@@ -69,13 +69,17 @@ _SWAPS = {
               **{PLURALS[a]: PLURALS[b] for a, b in _rotation(list(SHAPES)).items()}},
     "colour": _rotation(list(COLOURS)),
     "relation": _opposite_words(),
+    "count": {"two": "three", "three": "four", "four": "two"},
 }
+# Kinds whose swap leaves some captions unchanged: their gaps are over the changed ones alone.
+_PARTIAL = ("relation", "count")
 
 
 def swapped(caption: str, kind: str) -> str:
     """`caption` with every shape word ("shape", plurals kept) or colour word ("colour")
-    replaced by another of its kind (a fixed rotation, so never by itself), or its relation
-    word by the opposite one ("relation")."""
+    replaced by another of its kind (a fixed rotation, so never by itself), its relation
+    word by the opposite one ("relation"), or its number words two / three / four by the next
+    ("count": "four" -> "two"; "one" and "a pair of" kept)."""
     table = _SWAPS[kind]
     pattern = r"\b(" + "|".join(sorted(map(re.escape, table), key=len, reverse=True)) + r")\b"
     return re.sub(pattern, lambda m: table[m.group(1)], caption)
@@ -100,13 +104,15 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
     empty = tokenizer([""] * scenes, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                       return_tensors="pt")
     texts = {kind: [swapped(e.caption, kind) for e in examples]
-             for kind in ("shape", "colour", "relation")}
+             for kind in _SWAPS}
     swaps = {kind: tokenizer(captions, padding="max_length", max_length=build.MAX_CAPTION_TOKENS,
                              truncation=True, return_tensors="pt")
              for kind, captions in texts.items()}
-    # Only captions that name a relation change with "relation": its gap is over those alone.
-    related = torch.tensor([flipped != e.caption
-                            for flipped, e in zip(texts["relation"], examples, strict=True)])
+    # Only captions that name a relation (a count of two or more) change with "relation"
+    # ("count"): its gap is over those alone.
+    changed = {kind: torch.tensor([other != e.caption
+                                   for other, e in zip(texts[kind], examples, strict=True)])
+               for kind in _PARTIAL}
     entropies: list[float] = []
 
     def attention_entropy(module, args, kwargs, _output) -> None:
@@ -123,8 +129,8 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(latents.shape, generator=generator)
     shuffled = torch.roll(torch.arange(scenes), 1)
-    report: dict = {"scenes": scenes, "relation_scenes": int(related.sum()),
-                    "relative_gap": {}, "loss": {}}
+    report: dict = {"scenes": scenes, "relation_scenes": int(changed["relation"].sum()),
+                    "count_scenes": int(changed["count"].sum()), "relative_gap": {}, "loss": {}}
     for sigma in (0.5, 0.7, 0.9):
         noisy = (1 - sigma) * latents + sigma * noise
         timestep = torch.full((scenes,), sigma * 1000)
@@ -140,10 +146,11 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
             pred = transformer(noisy, encoder_hidden_states=text, encoder_attention_mask=mask,
                                timestep=timestep).sample
             per_scene[name] = F.mse_loss(pred, noise - latents, reduction="none").mean((1, 2, 3))
-            if name == "relation":
-                if related.any():
-                    losses[name] = round(per_scene[name][related].mean().item(), 5)
-                    losses["right_related"] = round(per_scene["right"][related].mean().item(), 5)
+            if name in _PARTIAL:
+                if changed[name].any():
+                    losses[name] = round(per_scene[name][changed[name]].mean().item(), 5)
+                    losses[f"right_{name}"] = round(
+                        per_scene["right"][changed[name]].mean().item(), 5)
             else:
                 losses[name] = round(per_scene[name].mean().item(), 5)
             if name == "right":
@@ -153,11 +160,13 @@ def caption_gaps(vae, transformer, text_encoder, scenes: int = 128, seed: int = 
         report["relative_gap"][sigma] = {
             other: round((losses[other] - losses["right"]) / losses[other], 4)
             for other in ("shuffled", "empty", "shape", "colour")}
-        # On the scenes whose caption names a relation, that relation against the opposite.
-        # (None when no scene's caption names one.)
-        report["relative_gap"][sigma]["relation"] = round(
-            (losses["relation"] - losses["right_related"]) / losses["relation"], 4
-        ) if related.any() else None
+        # On the scenes whose caption names a relation (a count of two or more), that relation
+        # against the opposite (that count against the next). None when no scene's caption
+        # names one.
+        for kind in _PARTIAL:
+            report["relative_gap"][sigma][kind] = round(
+                (losses[kind] - losses[f"right_{kind}"]) / losses[kind], 4
+            ) if changed[kind].any() else None
     for hook in hooks:
         hook.remove()
     words = tokens.attention_mask.sum(1).float().mean().item()
