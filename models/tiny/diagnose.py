@@ -5,7 +5,8 @@
 Renders fresh training scenes, encodes them with the folder's autoencoder, noises them, and
 compares the transformer's flow-matching loss with each scene's own caption against another
 scene's caption, the empty caption, and the own caption with its shape words (or its colour
-words) swapped for others, or (on the scenes whose caption names one) its relation flipped.
+words) swapped for others, or (on the scenes whose caption names one) its relation flipped, or
+(on those naming two, three or four of a shape) that number replaced by the next.
 The relative gaps, (other - right) / other, say how much the caption helps: against the empty
 caption near 0 means the conditional prediction is hardly better than the unconditional one
 (guidance then has little to amplify); the swapped ones say at which noise levels the model

@@ -349,11 +349,11 @@ RECIPES["cpu-deep12-lay"] = dataclasses.replace(
     RECIPES["cpu-deep12-pos"], dit_start=102000, dit_steps=107000, dit_schedule_steps=107000,
     dit_decay=1500 / 107000, relation_share=0.125, layout_share=0.25)
 
-# How many: count stayed at 0.25-0.34 through the chain, its held-out failures mostly one object
-# too many (3 -> 4 five times, 2 -> 3 four times of 22). The shipped folder's text encoder had let
-# the count words run together as it had the relations: "three" and "four" cosine 0.91 at the
-# word, 0.99-1.00 on every word after it ("two" and "three" 0.81, then 0.95); changing the count
-# word raised the flow loss by only 2-5 % at noise 0.9-0.95 (the colour words: 20-28 %). This
+# How many: held-out count stayed at 0.28-0.34 over the last four stages, its failures mostly one
+# object too many (3 -> 4 five times, 2 -> 3 four times of 22). The shipped folder's text encoder
+# had let the count words run together as it had the relations: "three" and "four" cosine 0.91
+# at the word, 0.99-1.00 on every word after it ("two" and "three" 0.81, then 0.95); changing the
+# count word raised the flow loss by only 2-5 % at noise 0.9-0.95 (the colour words: 20-28 %). This
 # stage does for counts what `cpu-deep12-rel` and `cpu-deep12-pos` did for relations, both at
 # once: the count probe on the encoder (`count_weight`) and an eighth of each batch (4 of 32
 # rows) for scenes with two or more of a shape at noise 0.85-1 (`count_share`), taken from the
