@@ -602,23 +602,17 @@ def test_count_rows_follow_the_layout_rows_with_scenes_of_several_objects_at_hig
     assert bool((full_sigma[14:] >= recipe.relation_noise).all())
 
 
-def test_a_count_share_without_scenes_of_several_objects_stops_with_a_clear_error(tmp_path):
-    # Scenes seed 5's first five captions name no count of two or more ("one pink cross" is one).
-    recipe = dataclasses.replace(_small_stage(RECIPES["cpu-deep12-cnt"])(3), scenes=5,
-                                 scenes_seed=5)
+# Scenes seed 5 draws no relation in its first three scenes, and no count of two or more in its
+# first five ("one pink cross" is one; the fifth is a relation scene, so only the count is missing).
+@pytest.mark.parametrize(("name", "scenes", "message"), [
+    ("cpu-deep12-pos", 3, "none of the recipe's 3 scenes names a relation"),
+    ("cpu-deep12-cnt", 5, "none of the recipe's 5 scenes names two or more of a shape"),
+])
+def test_a_high_noise_share_without_its_scenes_stops_with_a_clear_error(tmp_path, name, scenes,
+                                                                        message):
+    recipe = dataclasses.replace(_small_stage(RECIPES[name])(3), scenes=scenes, scenes_seed=5)
     trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
     trainer.init_from(SHIPPED)
-    with pytest.raises(SystemExit, match="none of the recipe's 5 scenes names two or more"):
-        trainer.train_transformer(resume=False)
-    assert not checkpoint.has_tensors(tmp_path / "run" / "checkpoint", "dit")
-
-
-def test_a_relation_share_without_relation_scenes_stops_with_a_clear_error(tmp_path):
-    # Scenes seed 5 draws no relation in its first three scenes.
-    recipe = dataclasses.replace(_small_stage(RECIPES["cpu-deep12-pos"])(3), scenes=3,
-                                 scenes_seed=5)
-    trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
-    trainer.init_from(SHIPPED)
-    with pytest.raises(SystemExit, match="none of the recipe's 3 scenes names a relation"):
+    with pytest.raises(SystemExit, match=message):
         trainer.train_transformer(resume=False)
     assert not checkpoint.has_tensors(tmp_path / "run" / "checkpoint", "dit")
