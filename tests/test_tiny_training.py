@@ -509,13 +509,16 @@ def test_relation_rows_give_the_batchs_first_share_to_relation_scenes_at_high_no
     assert float(levels.min()) < recipe.relation_noise + 0.03 and float(levels.max()) > 0.97
 
 
+def _rows_of_16(name: str):
+    """Recipe `name` with a batch of 16, relation scenes 3, 5 and 11 among 40 scenes, the batch's
+    usual rows (scenes 100-115 at noise 0.3) and a seeded generator."""
+    recipe = dataclasses.replace(RECIPES[name], dit_batch=16)
+    return (recipe, torch.tensor([3, 5, 11]), torch.arange(40), torch.arange(100, 116),
+            torch.full((16,), 0.3), torch.Generator().manual_seed(0))
+
+
 def test_layout_rows_follow_the_relation_rows_with_scenes_of_every_kind_at_high_noise():
-    recipe = dataclasses.replace(RECIPES["cpu-deep12-lay"], dit_batch=16)
-    related = torch.tensor([3, 5, 11])
-    pick = torch.arange(100, 116)
-    sigma = torch.full((16,), 0.3)
-    scenes = torch.arange(40)
-    gen = torch.Generator().manual_seed(0)
+    recipe, related, scenes, pick, sigma, gen = _rows_of_16("cpu-deep12-lay")
     rel_pick, rel_sigma = Trainer._relation_rows(recipe, gen, related, pick, sigma)
     new_pick, new_sigma = Trainer._layout_rows(recipe, gen, scenes, rel_pick, rel_sigma)
     k = round(recipe.relation_share * 16)
@@ -573,12 +576,8 @@ def test_count_targets_name_each_tokens_count_from_its_number_word_to_the_next()
 
 
 def test_count_rows_follow_the_layout_rows_with_scenes_of_several_objects_at_high_noise():
-    recipe = dataclasses.replace(RECIPES["cpu-deep12-cnt"], dit_batch=16)
-    related, several = torch.tensor([3, 5, 11]), torch.tensor([7, 20])
-    pick = torch.arange(100, 116)
-    sigma = torch.full((16,), 0.3)
-    scenes = torch.arange(40)
-    gen = torch.Generator().manual_seed(0)
+    recipe, related, scenes, pick, sigma, gen = _rows_of_16("cpu-deep12-cnt")
+    several = torch.tensor([7, 20])
     rel_pick, rel_sigma = Trainer._relation_rows(recipe, gen, related, pick, sigma)
     lay_pick, lay_sigma = Trainer._layout_rows(recipe, gen, scenes, rel_pick, rel_sigma)
     new_pick, new_sigma = Trainer._count_rows(recipe, gen, several, lay_pick, lay_sigma)

@@ -772,16 +772,15 @@ class Trainer:
         """The batch with its first `relation_share` rows replaced by scenes whose caption names
         a relation (indices `related`), at high noise (`_high_noise_rows`): where the layout is
         decided and only the caption can tell it."""
-        k = round(r.relation_share * len(pick))
-        return Trainer._high_noise_rows(r, gen, related, 0, k, pick, sigma)
+        start, end = Trainer._share_span(len(pick), (), r.relation_share)
+        return Trainer._high_noise_rows(r, gen, related, start, end, pick, sigma)
 
     @staticmethod
     def _layout_rows(r: Recipe, gen: torch.Generator, scenes: torch.Tensor, pick: torch.Tensor,
                      sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch with the `layout_share` rows after the relation rows replaced by scenes
         drawn from all of `scenes` (every scene's index), at high noise (`_high_noise_rows`)."""
-        start = round(r.relation_share * len(pick))
-        end = min(len(pick), start + round(r.layout_share * len(pick)))
+        start, end = Trainer._share_span(len(pick), (r.relation_share,), r.layout_share)
         return Trainer._high_noise_rows(r, gen, scenes, start, end, pick, sigma)
 
     @staticmethod
@@ -790,10 +789,17 @@ class Trainer:
         """The batch with the `count_share` rows after the relation and layout rows replaced by
         scenes whose caption names two or more of a shape (indices `several`), at high noise
         (`_high_noise_rows`)."""
-        start = min(len(pick), round(r.relation_share * len(pick))
-                    + round(r.layout_share * len(pick)))
-        end = min(len(pick), start + round(r.count_share * len(pick)))
+        start, end = Trainer._share_span(len(pick), (r.relation_share, r.layout_share),
+                                         r.count_share)
         return Trainer._high_noise_rows(r, gen, several, start, end, pick, sigma)
+
+    @staticmethod
+    def _share_span(batch: int, before: tuple[float, ...], share: float) -> tuple[int, int]:
+        """The rows `start:end` of a batch of `batch` that a high-noise share takes: after the
+        rows of the shares `before` it (each rounded to whole rows), stopping at the batch's
+        end."""
+        start = min(batch, sum(round(b * batch) for b in before))
+        return start, min(batch, start + round(share * batch))
 
     @staticmethod
     def _high_noise_rows(r: Recipe, gen: torch.Generator, pool: torch.Tensor, start: int,
