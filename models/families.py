@@ -8,6 +8,7 @@ refined by an optional `linea.json` (the in-house model writes one). Adding a fa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,36 @@ from typing import Any
 FLOW_SAMPLERS = ("flow-dpm-solver", "flow-euler")
 # Guidance at every noise level: the interval of a model that does not limit it.
 FULL_INTERVAL = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ContrastGuidance:
+    """Steer the steps at some noise levels away from a rewritten prompt.
+
+    At a noise level inside `interval` that classifier-free guidance leaves alone, the velocity
+    is `cond + scale * (cond - contrast)`, where `contrast` is the prediction for the prompt with
+    the first of `rewrites`' phrases it holds replaced. The in-house model uses it to steer the
+    steps that lay out the image away from one object more than the prompt asks (its counts
+    raised by one). A prompt holding none of the phrases is sampled as without it.
+    """
+
+    scale: float
+    interval: tuple[float, float]
+    rewrites: tuple[tuple[str, str], ...]
+
+    def contrast_prompt(self, prompt: str) -> str | None:
+        """`prompt` with its first rewrite phrase (whole words, any case) replaced; None when
+        it holds none."""
+        first: tuple[int, int, str] | None = None
+        for phrase, replacement in self.rewrites:
+            words = r"\s+".join(re.escape(word) for word in phrase.split())
+            found = re.search(rf"(?<!\w){words}(?!\w)", prompt, flags=re.IGNORECASE)
+            if found and (first is None or found.start() < first[0]):
+                first = (found.start(), found.end(), replacement)
+        if first is None:
+            return None
+        start, end, replacement = first
+        return prompt[:start] + replacement + prompt[end:]
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,8 @@ class Family:
     # hurt a model (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval"); the
     # in-house model measures better with it off there (models/tiny/README.md).
     guidance_interval: tuple[float, float] = FULL_INTERVAL
+    # linea.json's `contrast_guidance`, for flow-sampled models that ask for it.
+    contrast: ContrastGuidance | None = None
 
 
 SANA = Family(
@@ -127,6 +160,32 @@ def guidance_interval(value: Any) -> tuple[float, float]:
                      f"0 <= low < high <= 1, not {value!r}")
 
 
+def contrast_guidance(value: Any) -> ContrastGuidance:
+    """linea.json's `contrast_guidance`: {"scale": > 0, "interval": [low, high],
+    "rewrites": [[phrase, replacement], ...]}."""
+    form = ('contrast_guidance must be {"scale": a number above 0, "interval": [low, high], '
+            '"rewrites": [["phrase", "replacement"], ...]}')
+    if not isinstance(value, dict) or set(value) != {"scale", "interval", "rewrites"}:
+        raise ValueError(f"{form}, not {value!r}")
+    scale, rewrites = value["scale"], value["rewrites"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"{form}; its scale is {scale!r}")
+    try:
+        interval = guidance_interval(value["interval"])
+    except ValueError:
+        raise ValueError(f"{form}; its interval {value['interval']!r} is not two noise levels "
+                         f"0 <= low < high <= 1") from None
+    pairs = []
+    for pair in rewrites if isinstance(rewrites, list) else [None]:
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(p, str) and p.strip() for p in pair)):
+            raise ValueError(f"{form}; each rewrite is two non-empty texts, not {pair!r}")
+        pairs.append((pair[0].strip(), pair[1].strip()))
+    if not pairs:
+        raise ValueError(f"{form}; it has no rewrites")
+    return ContrastGuidance(float(scale), interval, tuple(pairs))
+
+
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
     """linea.json may rename the family and change its defaults (the in-house model does)."""
     fields: dict[str, Any] = {}
@@ -139,6 +198,11 @@ def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
             raise ValueError(f"guidance_interval applies to models sampled with classifier-free "
                              f"guidance; a {family.label} model takes none, so remove the entry")
         fields["guidance_interval"] = guidance_interval(overrides["guidance_interval"])
+    if "contrast_guidance" in overrides:
+        if not set(family.samplers) <= set(FLOW_SAMPLERS):
+            raise ValueError(f"contrast_guidance applies to flow-sampled models; a "
+                             f"{family.label} model is not one, so remove the entry")
+        fields["contrast"] = contrast_guidance(overrides["contrast_guidance"])
     if "family" in overrides:
         fields["key"] = str(overrides["family"])
         fields["label"] = str(overrides.get("label", overrides["family"]))

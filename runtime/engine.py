@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.families import FLOW_SAMPLERS, FULL_INTERVAL
 from runtime import loader
 from runtime import request as req
 from runtime.catalog import ModelInfo, identify
@@ -65,11 +66,20 @@ class GenerationResult:
             "sampler_label": resolved.sampler.label, "guidance_scale": resolved.guidance_scale,
             # the model's (linea.json); another tool reading "CFG scale" guides every step
             "guidance_interval": list(self.model.family.guidance_interval),
+            **self._contrast_record(),
             "seed": seed, "width": resolved.width, "height": resolved.height,
             "model": self.model.name, "family": self.model.family.key,
             "precision": self.precision, "plan": self.plan.value, "device": self.device,
             "seconds": round(self.timings.get("total_s", 0.0) / max(1, len(self.images)), 3),
         }
+
+    def _contrast_record(self) -> dict[str, Any]:
+        """What contrast guidance steered this image away from (nothing when it did not)."""
+        rule, text = self.model.family.contrast, self.resolved.contrast_prompt
+        if rule is None or text is None:
+            return {}
+        return {"contrast_prompt": text, "contrast_scale": rule.scale,
+                "contrast_interval": list(rule.interval)}
 
 
 @dataclass
@@ -228,8 +238,11 @@ class Engine:
                 "Pick a model with a ControlNet, or add one with --controlnet.")
         chi = (request.complex_human_instruction if request.complex_human_instruction is not None
                else family.complex_human_instruction)
+        contrast = (family.contrast.contrast_prompt(prompt)
+                    if family.contrast is not None and sampler.value in FLOW_SAMPLERS else None)
         return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
-                               bool(chi), req.image_seeds(request.seed, request.count))
+                               bool(chi), req.image_seeds(request.seed, request.count),
+                               contrast_prompt=contrast)
 
     def encode(self, text: str, use_instruction: bool, select: bool,
                on_event: EventHandler = ignore_events) -> PromptEmbedding:
@@ -302,6 +315,10 @@ class Engine:
         positive = self.encode(resolved.prompt, resolved.complex_human_instruction, True, on_event)
         negative = (self.encode(resolved.request.negative_prompt, False, False, on_event)
                     if uses_cfg else None)
+        # Encoded as the prompt is, so the two differ only by the rewritten words.
+        contrast = (self.encode(resolved.contrast_prompt, resolved.complex_human_instruction,
+                                True, on_event)
+                    if resolved.contrast_prompt is not None else None)
         if self.plan.releases_encoder:
             self._release_text_encoder()
         self._sync()
@@ -309,7 +326,8 @@ class Engine:
         warnings = self._truncation_warnings(positive, negative)
 
         mark = time.perf_counter()
-        latents = self._denoise(resolved, positive, negative, on_event, cancel, previews)
+        latents = self._denoise(resolved, positive, negative, on_event, cancel, previews,
+                                contrast)
         self._sync()
         timings["denoise_s"] = time.perf_counter() - mark
         if not torch.isfinite(latents).all():
@@ -344,7 +362,7 @@ class Engine:
 
     def _denoise(self, resolved: ResolvedRequest, positive: PromptEmbedding,
                  negative: PromptEmbedding | None, on_event: EventHandler, cancel: CancelToken,
-                 previews: bool) -> torch.Tensor:
+                 previews: bool, contrast: PromptEmbedding | None = None) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
 
         parts = self._parts
@@ -366,20 +384,40 @@ class Engine:
                                dtype=torch.float32)
 
         forward = self._denoiser_forward(transformer)
-        extra = self._control_inputs(resolved, count * (2 if negative is not None else 1))
+        paired = negative is not None or contrast is not None
+        extra = self._control_inputs(resolved, count * (2 if paired else 1))
 
         inputs = {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
         # An unguided step (outside the model's guidance interval) takes the positive half alone.
-        positive_only = {k: v[-count:] if v.dim() and v.shape[0] == embeds.shape[0] else v
+        positive_only = {k: v[-count:] if v.dim() and v.shape[0] == 2 * count else v
                          for k, v in inputs.items()}
+        if negative is None:
+            inputs = positive_only
+        contrasted = None
+        if contrast is not None:
+            # (contrast prompt, prompt) pairs, for the steps contrast guidance steers.
+            contrasted = {**inputs, "encoder_hidden_states": torch.cat([
+                contrast.embeds.expand(count, -1, -1).to(device=self.device, dtype=dtype),
+                positive_only["encoder_hidden_states"]]),
+                "encoder_attention_mask": torch.cat([
+                    contrast.mask.expand(count, -1).to(self.device),
+                    positive_only["encoder_attention_mask"]])}
+            if negative is None:
+                contrasted.update({k: v for k, v in extra.items()})
 
-        def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-            tensors = {**(positive_only if x.shape[0] < embeds.shape[0] else inputs),
-                       "hidden_states": x.to(dtype), "timestep": t}
+        def run(chosen: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+                g: torch.Tensor | None) -> torch.Tensor:
+            tensors = {**chosen, "hidden_states": x.to(dtype), "timestep": t}
             if g is not None:
                 tensors["guidance"] = g
             with torch.inference_mode():
                 return forward(**tensors)
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+            return run(positive_only if x.shape[0] == count else inputs, x, t, g)
+
+        def away(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+            return run(contrasted, x, t, g)
 
         def on_step(step: int, total: int, estimate) -> None:
             preview = None
@@ -404,11 +442,15 @@ class Engine:
 
                 shift = float(scheduler.config.get("flow_shift", 3.0) or 3.0)
                 scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+            rule = self.family.contrast
             settings = FlowSettings(resolved.steps, resolved.guidance_scale
                                     if self.family.uses_cfg else 1.0,
                                     float(transformer.config.get("timestep_scale", 1.0)),
-                                    self.family.guidance_interval)
-            result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step)
+                                    self.family.guidance_interval,
+                                    rule.scale if rule and contrasted else 0.0,
+                                    rule.interval if rule else FULL_INTERVAL)
+            result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step,
+                                 away if contrasted else None)
         if self.plan is MemoryPlan.CPU_OFFLOAD:
             parts.transformer = transformer.to("cpu")
             if parts.controlnet is not None:

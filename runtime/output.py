@@ -54,6 +54,10 @@ def a1111_parameters(record: dict[str, Any]) -> str:
     if (low, high) != FULL_INTERVAL:
         # The scale alone would read as guidance at every step; say at which noise levels.
         pairs.insert(3, ("Guidance interval", f"{low:g}-{high:g}"))
+    if record.get("contrast_prompt"):
+        # Said so the steps at those noise levels are not read as plain conditional ones.
+        low, high = record["contrast_interval"]
+        pairs.insert(-2, ("Contrast guidance", f"{record['contrast_scale']:g} at {low:g}-{high:g}"))
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
     return "\n".join(lines)
 

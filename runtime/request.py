@@ -123,6 +123,8 @@ class ResolvedRequest:
     complex_human_instruction: bool
     seeds: tuple[int, ...]
     warnings: tuple[str, ...] = ()
+    # The prompt the model's contrast guidance steers away from (models.families), if any.
+    contrast_prompt: str | None = None
 
 
 def check_size(width: int, height: int, max_side: int) -> None:

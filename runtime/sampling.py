@@ -25,6 +25,10 @@ class FlowSettings:
     # Noise levels (0 clean, 1 pure noise) whose steps are guided; the others run the
     # conditional branch alone (half the transformer work for those steps).
     guidance_interval: tuple[float, float] = FULL_INTERVAL
+    # Contrast guidance (models.families.ContrastGuidance): at the noise levels in its interval
+    # that are not guided, steer away from a contrast prompt by this scale (0: never).
+    contrast_scale: float = 0.0
+    contrast_interval: tuple[float, float] = FULL_INTERVAL
 
     @property
     def uses_cfg(self) -> bool:
@@ -34,10 +38,18 @@ class FlowSettings:
         low, high = self.guidance_interval
         return self.uses_cfg and low <= sigma <= high
 
+    def contrasts(self, sigma: float) -> bool:
+        low, high = self.contrast_interval
+        return self.contrast_scale > 0 and not self.guides(sigma) and low <= sigma <= high
+
 
 def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: FlowSettings,
-                generator: list[torch.Generator], on_step: StepHook) -> torch.Tensor:
-    """Flow matching with classifier-free guidance (Flow-DPM-Solver or Flow-Euler)."""
+                generator: list[torch.Generator], on_step: StepHook,
+                contrast: Denoiser | None = None) -> torch.Tensor:
+    """Flow matching with classifier-free guidance (Flow-DPM-Solver or Flow-Euler).
+
+    `contrast`, when given, denoises (contrast prompt, prompt) pairs like `denoiser` does
+    (negative, prompt) pairs; the steps `settings.contrasts` names are steered away from it."""
     scheduler.set_timesteps(settings.steps, device=latents.device)
     timesteps = scheduler.timesteps
     step_kwargs = {"generator": generator} if _accepts(scheduler, "generator") else {}
@@ -46,14 +58,18 @@ def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: 
     for i, t in enumerate(timesteps):
         sigma = float(t) / train_steps
         guided = settings.guides(sigma)
+        contrasted = contrast is not None and settings.contrasts(sigma)
         # Unguided steps pass the latents alone: the denoiser then reads the conditional half
         # of its (negative, positive) inputs.
-        model_input = torch.cat([latents] * 2) if guided else latents
+        model_input = torch.cat([latents] * 2) if guided or contrasted else latents
         timestep = t.expand(model_input.shape[0]) * settings.timestep_scale
-        velocity = denoiser(model_input, timestep, None).float()
+        velocity = (contrast if contrasted else denoiser)(model_input, timestep, None).float()
         if guided:
             uncond, cond = velocity.chunk(2)
             velocity = uncond + settings.guidance_scale * (cond - uncond)
+        elif contrasted:
+            away, cond = velocity.chunk(2)
+            velocity = cond + settings.contrast_scale * (cond - away)
         if velocity.shape[1] == 2 * latents.shape[1]:
             velocity = velocity.chunk(2, dim=1)[0]
         current = latents

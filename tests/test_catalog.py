@@ -62,6 +62,54 @@ def test_a_guidance_interval_on_a_model_without_guidance_is_refused(sprint_tiny,
         identify(with_interval(sprint_tiny, [0.2, 0.8]))
 
 
+def test_contrast_guidance_is_read_from_linea_json_and_a_bad_one_is_a_clear_error(
+        sana_tiny, sprint_tiny, tmp_path):
+    import pytest
+
+    from models.families import ContrastGuidance
+    from runtime import ModelFolderError
+
+    folder = tmp_path / "house"
+    shutil.copytree(sana_tiny, folder)
+    assert identify(folder).family.contrast is None
+    rule = {"scale": 4, "interval": [0.8, 1.0], "rewrites": [["a pair of", "three"],
+                                                             ["two", "three"]]}
+    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": rule}))
+    assert identify(folder).family.contrast == ContrastGuidance(
+        4.0, (0.8, 1.0), (("a pair of", "three"), ("two", "three")))
+    bad = [([], "not \\[\\]"), ({**rule, "scale": 0}, "its scale is 0"),
+           ({**rule, "scale": True}, "its scale is True"),
+           ({**rule, "interval": [1.0, 0.8]}, "its interval"),
+           ({**rule, "rewrites": []}, "it has no rewrites"),
+           ({**rule, "rewrites": [["two"]]}, "each rewrite is two non-empty texts"),
+           ({**rule, "rewrites": [["two", " "]]}, "each rewrite is two non-empty texts"),
+           ({**rule, "extra": 1}, "contrast_guidance must be")]
+    for value, message in bad:
+        (folder / "linea.json").write_text(json.dumps({"contrast_guidance": value}))
+        with pytest.raises(ModelFolderError, match=message):
+            identify(folder)
+    # SANA-Sprint's consistency sampler has no steps to steer this way.
+    sprint = tmp_path / "sprint"
+    shutil.copytree(sprint_tiny, sprint)
+    (sprint / "linea.json").write_text(json.dumps({"contrast_guidance": rule}))
+    with pytest.raises(ModelFolderError, match="applies to flow-sampled models"):
+        identify(sprint)
+
+
+def test_contrast_prompt_rewrites_the_first_phrase_found_in_whole_words():
+    from models.families import ContrastGuidance
+
+    rule = ContrastGuidance(4.0, (0.8, 1.0), (("a pair of", "three"), ("two", "three"),
+                                              ("three", "four")))
+    assert rule.contrast_prompt("three red circles") == "four red circles"
+    assert rule.contrast_prompt("A Pair  Of blue stars") == "three blue stars"
+    # the first in the prompt, not the first rule; only that one
+    assert rule.contrast_prompt("three hearts and two stars") == "four hearts and two stars"
+    assert rule.contrast_prompt("Two hearts") == "three hearts"
+    for untouched in ("four stars", "twofold circle", "a red circle", "network", ""):
+        assert rule.contrast_prompt(untouched) is None
+
+
 def test_models_are_found_in_user_added_and_hf_cache_folders(sana_tiny, sprint_tiny, tmp_path,
                                                              data_dir, monkeypatch):
     shutil.copytree(sana_tiny, data_dir / "models" / "mine")

@@ -127,3 +127,52 @@ def test_flow_sampler_guides_exactly_the_steps_inside_the_interval():
     assert all(n == (2 if 0.2 <= s <= 0.8 else 1) for s, n in seen)
     assert settings.guides(0.5) and not settings.guides(0.9)
     assert not FlowSettings(10, 1.0, guidance_interval=(0.2, 0.8)).guides(0.5)
+
+
+def test_flow_sampler_steers_away_from_the_contrast_only_outside_the_guided_steps():
+    from diffusers import DPMSolverMultistepScheduler
+
+    from runtime.sampling import FlowSettings, flow_sample
+
+    scheduler = DPMSolverMultistepScheduler(
+        use_flow_sigmas=True, flow_shift=2.0, prediction_type="flow_prediction")
+    seen: list[tuple[str, float, int]] = []
+    velocities: list[float] = []
+
+    def denoiser(x, t, _g):
+        seen.append(("guide", float(t[0]) / 1000, x.shape[0]))
+        # negative half 0, prompt half 1
+        return torch.cat([torch.zeros_like(x[:1]), torch.ones_like(x[1:])]) if x.shape[0] == 2 \
+            else torch.ones_like(x)
+
+    def contrast(x, t, _g):
+        seen.append(("contrast", float(t[0]) / 1000, x.shape[0]))
+        # contrast half 3, prompt half 1: a steered step's velocity is 1 + 2 * (1 - 3) = -3
+        return torch.cat([torch.full_like(x[:1], 3.0), torch.ones_like(x[1:])])
+
+    class Recording(DPMSolverMultistepScheduler):
+        def step(self, model_output, *args, **kwargs):
+            velocities.append(float(model_output.flatten()[0]))
+            return super().step(model_output, *args, **kwargs)
+
+    scheduler = Recording.from_config(scheduler.config)
+    settings = FlowSettings(12, 3.0, guidance_interval=(0.2, 0.8), contrast_scale=2.0,
+                            contrast_interval=(0.5, 1.0))
+    flow_sample(denoiser, scheduler, torch.zeros(1, 4, 8, 8), settings,
+                [torch.Generator().manual_seed(0)], lambda *a: None, contrast)
+    assert len(seen) == 12
+    for (kind, sigma, n), velocity in zip(seen, velocities, strict=True):
+        if 0.2 <= sigma <= 0.8:  # guided: guidance wins where the two intervals overlap
+            assert (kind, n, velocity) == ("guide", 2, 3.0)
+        elif sigma > 0.5:
+            assert (kind, n, velocity) == ("contrast", 2, -3.0)
+        else:
+            assert (kind, n, velocity) == ("guide", 1, 1.0)
+    assert {kind for kind, _, _ in seen} == {"guide", "contrast"}
+    assert any(sigma > 0.8 for _, sigma, _ in seen) and any(sigma < 0.2 for _, sigma, _ in seen)
+    # without a contrast denoiser, or at scale 0, those steps run the prompt alone
+    assert not FlowSettings(12, 3.0, contrast_scale=0.0).contrasts(0.9)
+    seen.clear()
+    flow_sample(denoiser, scheduler, torch.zeros(1, 4, 8, 8), settings,
+                [torch.Generator().manual_seed(0)], lambda *a: None)
+    assert all(kind == "guide" for kind, _, _ in seen)

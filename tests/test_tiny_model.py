@@ -86,6 +86,69 @@ def test_guidance_interval_is_written_and_both_sampling_paths_follow_it(tmp_path
     assert np.abs(half[0].astype(int) - ours[0].astype(int)).mean() < 2
 
 
+def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
+    """A folder with count contrast guidance: the runtime and the evaluation's module path give
+    the same images; a count prompt is drawn differently than without it, a prompt with no
+    count word exactly the same, and the PNG's metadata says what it was steered from."""
+    import shutil
+
+    from diffusers import SanaPipeline
+
+    from runtime import Engine
+    from runtime.output import a1111_parameters
+
+    torch.manual_seed(0)
+    tokenizer = build.build_tokenizer()
+    rule = build.count_contrast(4.0)
+    folder = build.save_folder(
+        tmp_path / "tiny", tokenizer, build.build_text_encoder(len(tokenizer)),
+        build.build_transformer(), build.build_vae(), flow_shift=2.0, steps=6, guidance=4.5,
+        guidance_interval=(0.2, 0.8), contrast=rule)
+    plain = tmp_path / "plain"
+    shutil.copytree(folder, plain)
+    linea = json.loads((plain / "linea.json").read_text())
+    assert linea.pop("contrast_guidance")["rewrites"][0] == ["a pair of", "three"]
+    (plain / "linea.json").write_text(json.dumps(linea))
+    sampler = quality.Sampler.of_folder(folder)
+    assert sampler == quality.Sampler(6, 4.5, (0.2, 0.8), rule)
+    assert quality.Sampler.of_folder(plain) == quality.Sampler(6, 4.5, (0.2, 0.8))
+
+    engine = Engine(folder, device="cpu", precision="fp32", quantize_text_encoder=False)
+    without = Engine(plain, device="cpu", precision="fp32", quantize_text_encoder=False)
+    pipe = SanaPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    prompts, seeds = ["three red circles", "a red circle"], [3, 4]
+    ours = quality.generate(engine, prompts, seeds, sampler)
+    modules = quality.generate(pipe, prompts, seeds, sampler)
+    plain_images = quality.generate(without, prompts, seeds, quality.Sampler.of_folder(plain))
+    for a, b in zip(ours, modules, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert np.abs(ours[0].astype(int) - plain_images[0].astype(int)).max() > 1
+    assert (ours[1] == plain_images[1]).all()
+    with pytest.raises(ValueError, match="contrast guidance"):
+        quality.generate(without, prompts, seeds, sampler)
+
+    from runtime import GenerationRequest
+
+    record = engine.generate(GenerationRequest("A pair of red circles", seed=1),
+                             previews=False).record(0)
+    assert record["contrast_prompt"] == "three red circles"
+    assert record["contrast_scale"] == 4.0 and record["contrast_interval"] == [0.8, 1.0]
+    assert "Contrast guidance: 4 at 0.8-1" in a1111_parameters(record)
+    record = engine.generate(GenerationRequest("four red circles", seed=1),
+                             previews=False).record(0)
+    assert "contrast_prompt" not in record and "Contrast" not in a1111_parameters(record)
+
+
+def test_shipped_folder_has_its_recipes_count_contrast():
+    from models.tiny.train import RECIPES
+    from runtime import identify
+
+    scale = RECIPES["cpu-deep12-lay"].count_contrast
+    assert scale > 0
+    assert identify(SHIPPED).family.contrast == build.count_contrast(scale)
+
+
 def test_autoencoder_is_f8_and_transformer_sees_8x8_tokens():
     vae, transformer = build.build_vae(), build.build_transformer()
     assert type(vae).__name__ == "AutoencoderDC" and vae.spatial_compression_ratio == 8

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.tiny import checkpoint
+from models.tiny import build, checkpoint
 from models.tiny.train import RECIPES, Trainer, noise_levels
 
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
@@ -124,7 +124,7 @@ def test_sampler_choice_tries_each_guidance_in_each_interval_and_the_folder_keep
 
     recipe = dataclasses.replace(_recipe(1), guidances=(2.0, 4.0),
                                  guidance_intervals=((0.0, 1.0), (0.2, 0.8)),
-                                 sampler_per_category=1)
+                                 sampler_per_category=1, count_contrast=3.0)
     trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
     trainer.init_from(SHIPPED)
     trainer.train_transformer(resume=False)
@@ -138,7 +138,8 @@ def test_sampler_choice_tries_each_guidance_in_each_interval_and_the_folder_keep
     assert trainer.state["guidance_interval"] == best["interval"]
     folder = trainer.export()
     assert quality.Sampler.of_folder(folder) == quality.Sampler(
-        recipe.sampler_steps, best["guidance"], tuple(best["interval"]))
+        recipe.sampler_steps, best["guidance"], tuple(best["interval"]),
+        build.count_contrast(3.0))
     assert identify(folder).family.guidance_interval == tuple(best["interval"])
 
 

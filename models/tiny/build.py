@@ -15,8 +15,14 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
 
-from models.tiny.captions import vocabulary
-from models.tiny.scenes import COLOURS, RELATIONS, SHAPES
+from models.families import ContrastGuidance
+from models.tiny.captions import NUMBER_WORDS, vocabulary
+from models.tiny.scenes import COLOURS, MAX_COUNT, RELATIONS, SHAPES
+
+# The noise levels where this model lays out how many objects it draws (models/tiny/README.md:
+# most over-counted images already show the extra object at noise 0.85), all above the shipped
+# guidance interval.
+COUNT_CONTRAST_INTERVAL = (0.8, 1.0)
 
 NATIVE_SIZE = 256
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # pad id 0, as SanaPipeline expects
@@ -140,6 +146,16 @@ def knows() -> str:
     )
 
 
+def count_contrast(scale: float,
+                   interval: tuple[float, float] = COUNT_CONTRAST_INTERVAL) -> ContrastGuidance:
+    """Contrast guidance away from one object more than the prompt asks: the first count word
+    raised by one ("a pair of" and "two" -> "three", "three" -> "four"). Four, the world's
+    largest count, has no next, and single objects ("a", "one") are left alone."""
+    rewrites = (("a pair of", NUMBER_WORDS[3]),
+                *((NUMBER_WORDS[n], NUMBER_WORDS[n + 1]) for n in range(2, MAX_COUNT)))
+    return ContrastGuidance(float(scale), interval, rewrites)
+
+
 def save_folder(
     folder: Path,
     tokenizer: PreTrainedTokenizerFast,
@@ -151,9 +167,11 @@ def save_folder(
     steps: int,
     guidance: float,
     guidance_interval: tuple[float, float] = (0.0, 1.0),
+    contrast: ContrastGuidance | None = None,
 ) -> Path:
     """Write a SANA folder: fp16 transformer and autoencoder, bf16 text encoder, linea.json
-    (with the sampler defaults: steps, guidance and the noise levels it guides)."""
+    (with the sampler defaults: steps, guidance, the noise levels it guides and its contrast
+    guidance, if any)."""
     from diffusers import DPMSolverMultistepScheduler, SanaPipeline
 
     pipe = SanaPipeline(
@@ -181,5 +199,9 @@ def save_folder(
         "max_tokens": MAX_CAPTION_TOKENS,
         "knows": knows(),
     }
+    if contrast is not None:
+        linea["contrast_guidance"] = {
+            "scale": contrast.scale, "interval": [float(v) for v in contrast.interval],
+            "rewrites": [list(pair) for pair in contrast.rewrites]}
     (folder / "linea.json").write_text(json.dumps(linea, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.families import FULL_INTERVAL
+from models.families import FULL_INTERVAL, ContrastGuidance
 from models.tiny.build import NATIVE_SIZE
 from models.tiny.captions import caption
 from models.tiny.evaluator import Verdict, check, summarise
@@ -31,6 +31,8 @@ class Sampler:
     # Noise levels whose steps are guided (runtime.sampling.FlowSettings); the rest run the
     # conditional branch alone.
     interval: tuple[float, float] = FULL_INTERVAL
+    # Steer the layout steps away from a rewritten prompt (linea.json's contrast_guidance).
+    contrast: ContrastGuidance | None = None
 
     @classmethod
     def of_folder(cls, folder) -> Sampler:
@@ -40,7 +42,7 @@ class Sampler:
 
         family = identify(folder).family
         return cls(int(family.default_steps), float(family.default_guidance),
-                   tuple(family.guidance_interval))
+                   tuple(family.guidance_interval), family.contrast)
 
 
 def subset(
@@ -79,13 +81,17 @@ def generate(
             raise ValueError(f"the engine's model guides noise levels "
                              f"{pipe.family.guidance_interval}, the sampler asks for "
                              f"{sampler.interval}: write it into the folder's linea.json")
+        if pipe.family.contrast != sampler.contrast:
+            raise ValueError(f"the engine's model has contrast guidance {pipe.family.contrast}, "
+                             f"the sampler asks for {sampler.contrast}: write it into the "
+                             f"folder's linea.json")
         return [_through_runtime(pipe, prompt, seed, sampler, size)
                 for prompt, seed in zip(prompts, seeds, strict=True)]
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + batch]]
-        if tuple(sampler.interval) != FULL_INTERVAL:
+        if tuple(sampler.interval) != FULL_INTERVAL or sampler.contrast is not None:
             images += _through_modules(pipe, chunk, generators, sampler, size)
             continue
         out = pipe(
@@ -131,11 +137,27 @@ def _through_modules(pipe, prompts: list[str], generators: list[torch.Generator]
         return transformer(x.to(transformer.dtype), encoder_hidden_states=embeds[-n:],
                            encoder_attention_mask=mask[-n:], timestep=t).sample
 
+    rule, away = sampler.contrast, None
+    if rule is not None:
+        # A prompt without a rewrite phrase is its own contrast: those steps stay conditional.
+        texts = [rule.contrast_prompt(p) or p for p in prompts]
+        contrast, contrast_mask, _, _ = pipe.encode_prompt(
+            texts, do_classifier_free_guidance=False, complex_human_instruction=None,
+            device=pipe.device)
+        pairs = torch.cat([contrast.to(transformer.dtype), embeds[-len(prompts):]])
+        pairs_mask = torch.cat([contrast_mask, mask[-len(prompts):]])
+
+        def away(x: torch.Tensor, t: torch.Tensor, _guidance) -> torch.Tensor:
+            return transformer(x.to(transformer.dtype), encoder_hidden_states=pairs,
+                               encoder_attention_mask=pairs_mask, timestep=t).sample
+
     scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
     settings = FlowSettings(sampler.steps, sampler.guidance,
-                            guidance_interval=tuple(sampler.interval))
+                            guidance_interval=tuple(sampler.interval),
+                            contrast_scale=rule.scale if rule else 0.0,
+                            contrast_interval=rule.interval if rule else FULL_INTERVAL)
     latents = flow_sample(denoiser, scheduler, latents, settings, generators,
-                          lambda *_: None)
+                          lambda *_: None, away)
     decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
     decoded = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     return list((decoded * 255).round().astype(np.uint8))
