@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model.name,
         "sampler": {"steps": sampler.steps, "guidance": sampler.guidance,
                     "guidance_interval": list(sampler.interval),
+                    "contrast_guidance": None if sampler.contrast is None else {
+                        "scale": sampler.contrast.scale,
+                        "interval": list(sampler.contrast.interval),
+                        "rewrites": [list(pair) for pair in sampler.contrast.rewrites]},
                     "scheduler": "flow DPM-Solver++ (SANA's default)"},
         "through": path,
         "prompts": len(prompts),

@@ -104,6 +104,17 @@ def test_the_guidance_tooltip_says_when_a_model_limits_guidance_to_an_interval(
     assert "noise levels" not in guidance_tip(identify(sana_tiny).family)
 
 
+def test_the_guidance_tooltip_says_what_a_models_contrast_guidance_steers_away_from():
+    from app.widgets.controls import guidance_tip
+    from runtime import identify
+    from tests.test_tiny_model import SHIPPED
+
+    tip = guidance_tip(identify(SHIPPED).family)
+    assert "only at noise levels 0.2-0.8" in tip
+    assert ("At noise levels 0.8-1 it also steers away from the prompt with the first of "
+            "'a pair of' read as 'three', 'two' read as 'three', 'three' read as 'four'") in tip
+
+
 def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):
     select_model(window, "tiny-sana")
     window.panel.prompt.setPlainText("a blue star")
