@@ -403,7 +403,7 @@ class Engine:
                     contrast.mask.expand(count, -1).to(self.device),
                     positive_only["encoder_attention_mask"]])}
             if negative is None:
-                contrasted.update({k: v for k, v in extra.items()})
+                contrasted.update(extra)  # the control input for both halves
 
         def run(chosen: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor,
                 g: torch.Tensor | None) -> torch.Tensor:
@@ -447,10 +447,10 @@ class Engine:
                                     if self.family.uses_cfg else 1.0,
                                     float(transformer.config.get("timestep_scale", 1.0)),
                                     self.family.guidance_interval,
-                                    rule.scale if rule and contrasted else 0.0,
+                                    rule.scale if rule and contrasted is not None else 0.0,
                                     rule.interval if rule else FULL_INTERVAL)
             result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step,
-                                 away if contrasted else None)
+                                 away if contrasted is not None else None)
         if self.plan is MemoryPlan.CPU_OFFLOAD:
             parts.transformer = transformer.to("cpu")
             if parts.controlnet is not None:

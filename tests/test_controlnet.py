@@ -148,3 +148,43 @@ def test_command_line_follows_a_sketch(controlnet_tiny, tmp_path):
     assert done.returncode == 0, done.stderr
     request = read_request(out)
     assert request.control_scale == 0.7 and request.control_image.endswith("sketch.jpg")
+
+
+def test_contrast_guidance_runs_with_a_control_image(controlnet_tiny, line_map, tmp_path):
+    """Both halves of a contrast step get the control input: a contrast prompt equal to the
+    prompt leaves diffusers' unguided sampling as it is; a different one changes it."""
+    import json
+
+    def folder(replacement: str):
+        target = tmp_path / f"contrast-{replacement}"
+        shutil.copytree(controlnet_tiny, target)
+        (target / "linea.json").write_text(json.dumps({
+            "guidance_interval": [0.0, 1e-6], "contrast_guidance": {
+                "scale": 3.0, "interval": [0.0, 1.0], "rewrites": [["round", replacement]]}}))
+        return target
+
+    request = GenerationRequest("a round window", width=128, height=128, steps=4,
+                                guidance_scale=4.5, seed=3, control_image=str(line_map),
+                                control_scale=0.8)
+    same = Engine(folder("round"), device="cpu", precision="fp32", quantize_text_encoder=False)
+    made = same.generate(request, previews=False)
+    assert made.record(0)["contrast_prompt"] == "a round window"
+    pipe = SanaControlNetPipeline.from_pretrained(controlnet_tiny, torch_dtype=torch.float32)
+    reference = pipe(request.prompt, num_inference_steps=4, guidance_scale=1.0, height=128,
+                     width=128, generator=[torch.Generator("cpu").manual_seed(3)],
+                     control_image=Image.open(line_map), controlnet_conditioning_scale=0.8,
+                     output_type="latent", use_resolution_binning=False).images
+    torch.testing.assert_close(made.latents, reference, atol=ATOL, rtol=0)
+    # guidance 1: no negative prompt is encoded, the contrast pairs stand alone (two images, so
+    # a control input of the wrong batch could not broadcast)
+    alone = same.generate(request.with_changes(guidance_scale=1.0, count=2), previews=False)
+    pair = pipe(request.prompt, num_inference_steps=4, guidance_scale=1.0, height=128, width=128,
+                num_images_per_prompt=2,
+                generator=[torch.Generator("cpu").manual_seed(s) for s in (3, 4)],
+                control_image=Image.open(line_map), controlnet_conditioning_scale=0.8,
+                output_type="latent", use_resolution_binning=False).images
+    torch.testing.assert_close(alone.latents, pair, atol=ATOL, rtol=0)
+    other = Engine(folder("square"), device="cpu", precision="fp32", quantize_text_encoder=False)
+    steered = other.generate(request, previews=False)
+    assert steered.record(0)["contrast_prompt"] == "a square window"
+    assert (steered.latents - reference).abs().max() > 1e-3
