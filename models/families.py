@@ -32,6 +32,7 @@ class ContrastGuidance:
     scale: float
     interval: tuple[float, float]
     rewrites: tuple[tuple[str, str], ...]
+    about: str = ""  # what it steers away from, in plain words, for the user
 
     def contrast_prompt(self, prompt: str) -> str | None:
         """`prompt` with its first rewrite phrase (whole words, any case) replaced; None when
@@ -162,14 +163,17 @@ def guidance_interval(value: Any) -> tuple[float, float]:
 
 def contrast_guidance(value: Any) -> ContrastGuidance:
     """linea.json's `contrast_guidance`: {"scale": > 0, "interval": [low, high],
-    "rewrites": [[phrase, replacement], ...]}."""
+    "rewrites": [[phrase, replacement], ...], "about": optional plain words}."""
     form = ('contrast_guidance must be {"scale": a number above 0, "interval": [low, high], '
-            '"rewrites": [["phrase", "replacement"], ...]}')
-    if not isinstance(value, dict) or set(value) != {"scale", "interval", "rewrites"}:
+            '"rewrites": [["phrase", "replacement"], ...]} and optionally "about": "what it '
+            'steers away from"')
+    if not isinstance(value, dict) or set(value) - {"about"} != {"scale", "interval", "rewrites"}:
         raise ValueError(f"{form}, not {value!r}")
-    scale, rewrites = value["scale"], value["rewrites"]
+    scale, rewrites, about = value["scale"], value["rewrites"], value.get("about", "")
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
         raise ValueError(f"{form}; its scale is {scale!r}")
+    if not isinstance(about, str):
+        raise ValueError(f"{form}; its about is {about!r}")
     try:
         interval = guidance_interval(value["interval"])
     except ValueError:
@@ -183,7 +187,7 @@ def contrast_guidance(value: Any) -> ContrastGuidance:
         pairs.append((pair[0].strip(), pair[1].strip()))
     if not pairs:
         raise ValueError(f"{form}; it has no rewrites")
-    return ContrastGuidance(float(scale), interval, tuple(pairs))
+    return ContrastGuidance(float(scale), interval, tuple(pairs), about.strip())
 
 
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:

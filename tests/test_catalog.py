@@ -77,13 +77,17 @@ def test_contrast_guidance_is_read_from_linea_json_and_a_bad_one_is_a_clear_erro
     (folder / "linea.json").write_text(json.dumps({"contrast_guidance": rule}))
     assert identify(folder).family.contrast == ContrastGuidance(
         4.0, (0.8, 1.0), (("a pair of", "three"), ("two", "three")))
+    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": {
+        **rule, "about": " one too many "}}))
+    assert identify(folder).family.contrast.about == "one too many"
     bad = [([], "not \\[\\]"), ({**rule, "scale": 0}, "its scale is 0"),
            ({**rule, "scale": True}, "its scale is True"),
            ({**rule, "interval": [1.0, 0.8]}, "its interval"),
            ({**rule, "rewrites": []}, "it has no rewrites"),
            ({**rule, "rewrites": [["two"]]}, "each rewrite is two non-empty texts"),
            ({**rule, "rewrites": [["two", " "]]}, "each rewrite is two non-empty texts"),
-           ({**rule, "extra": 1}, "contrast_guidance must be")]
+           ({**rule, "extra": 1}, "contrast_guidance must be"),
+           ({**rule, "about": 3}, "its about is 3")]
     for value, message in bad:
         (folder / "linea.json").write_text(json.dumps({"contrast_guidance": value}))
         with pytest.raises(ModelFolderError, match=message):

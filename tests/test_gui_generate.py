@@ -111,8 +111,17 @@ def test_the_guidance_tooltip_says_what_a_models_contrast_guidance_steers_away_f
 
     tip = guidance_tip(identify(SHIPPED).family)
     assert "only at noise levels 0.2-0.8" in tip
-    assert ("At noise levels 0.8-1 it also steers away from the prompt with the first of "
-            "'a pair of' read as 'three', 'two' read as 'three', 'three' read as 'four'") in tip
+    assert ("At noise levels 0.8-1 it also steers away from one object more than a count of "
+            "two or three asks for") in tip
+    # a folder's rule without "about" is described by what it does
+    import dataclasses
+
+    from models.families import ContrastGuidance
+
+    bare = dataclasses.replace(identify(SHIPPED).family, contrast=ContrastGuidance(
+        2.0, (0.9, 1.0), (("two", "three"), ("pair", "three"))))
+    assert ("At noise levels 0.9-1 it also steers away from the prompt with 'two' read as "
+            "'three', 'pair' read as 'three'") in guidance_tip(bare)
 
 
 def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):

@@ -47,12 +47,13 @@ def guidance_tip(family: Family) -> str:
     if (low, high) != FULL_INTERVAL:
         tip += (f" This model applies it only at noise levels {low:g}-{high:g} (of 1 = pure "
                 "noise); the other steps run one pass.")
-    if family.contrast is not None:
-        low, high = family.contrast.interval
-        words = ", ".join(f"'{a}' read as '{b}'" for a, b in family.contrast.rewrites)
-        tip += (f" At noise levels {low:g}-{high:g} it also steers away from the prompt with "
-                f"the first of {words} (a second pass per step, scale "
-                f"{family.contrast.scale:g}; not for prompts with none of them).")
+    contrast = family.contrast
+    if contrast is not None:
+        low, high = contrast.interval
+        away = contrast.about or "the prompt with " + ", ".join(
+            f"'{a}' read as '{b}'" for a, b in contrast.rewrites)
+        tip += (f" At noise levels {low:g}-{high:g} it also steers away from {away} (a second "
+                "pass for those steps, only for prompts it applies to).")
     return tip
 
 

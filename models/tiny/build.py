@@ -153,7 +153,8 @@ def count_contrast(scale: float,
     largest count, has no next, and single objects ("a", "one") are left alone."""
     rewrites = (("a pair of", NUMBER_WORDS[3]),
                 *((NUMBER_WORDS[n], NUMBER_WORDS[n + 1]) for n in range(2, MAX_COUNT)))
-    return ContrastGuidance(float(scale), interval, rewrites)
+    return ContrastGuidance(float(scale), interval, rewrites,
+                            about="one object more than a count of two or three asks for")
 
 
 def save_folder(
@@ -202,6 +203,6 @@ def save_folder(
     if contrast is not None:
         linea["contrast_guidance"] = {
             "scale": contrast.scale, "interval": [float(v) for v in contrast.interval],
-            "rewrites": [list(pair) for pair in contrast.rewrites]}
+            "rewrites": [list(pair) for pair in contrast.rewrites], "about": contrast.about}
     (folder / "linea.json").write_text(json.dumps(linea, indent=2) + "\n", encoding="utf-8")
     return folder
