@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from models.tiny import quality
+from models.tiny.evaluator import summarise
 from models.tiny.scenes import CATEGORIES
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
@@ -100,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         "prompts": len(prompts),
         "seeds": f"{args.seed} + prompt index",
         "scores": {k: round(v, 4) for k, v in scores.items()},
+        # The same, counting a pass only when the image holds no object beyond those asked
+        # (GenEval's rules for single, colour, two objects and position do not look at them).
+        "scores_nothing_extra": {k: round(v, 4) for k, v in summarise(verdicts,
+                                                                      exact=True).items()},
         "seconds_per_image_in_evaluation": round(seconds / len(prompts), 3),
         "seconds_per_image_single": round(latency(pipe, sampler), 3),
         "size": 256,

@@ -118,9 +118,28 @@ def test_evaluator_scores_ground_truth_near_one():
     compositions = held_out_compositions()
     rng = random.Random(1)
     images = _images([layout(c, rng) for c in compositions])
-    scores = summarise([check(image, c) for image, c in zip(images, compositions, strict=True)])
+    verdicts = [check(image, c) for image, c in zip(images, compositions, strict=True)]
+    scores = summarise(verdicts)
     assert scores["overall"] >= 0.98
     assert min(scores.values()) >= 0.95
+    # rendered scenes hold exactly what they ask for
+    assert summarise(verdicts, exact=True) == scores
+
+
+def test_exact_scores_do_not_count_a_pass_with_objects_nobody_asked_for():
+    rng = random.Random(3)
+    pair = Composition("two_objects", (ObjectSpec("star", "yellow"), ObjectSpec("heart", "blue")))
+    stars = Composition("count", (ObjectSpec("star", "yellow", count=2),))
+    # the asked star and heart, and a red circle nobody asked for
+    scene = layout(pair, rng)
+    extra = layout(Composition("single", (ObjectSpec("circle", "red"),)), random.Random(9))
+    image = render(dataclasses.replace(scene, objects=(*scene.objects, *extra.objects)), 256)
+    verdict = check(image, pair)
+    assert verdict.passed and verdict.extra == 1
+    assert summarise([verdict]) == {"two_objects": 1.0, "overall": 1.0}
+    assert summarise([verdict], exact=True) == {"two_objects": 0.0, "overall": 0.0}
+    two = check(render(layout(stars, rng), 256), stars)
+    assert two.passed and two.extra == 0  # a count of two asks for two objects
 
 
 def _mismatch(composition: Composition) -> Composition:

@@ -10,6 +10,7 @@ single object present; colour right; exact count; both objects present; relation
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import defaultdict
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class Verdict:
     category: str
     passed: bool
     reason: str
+    # Objects detected beyond the number the prompt asks for (GenEval's rules for single, colour,
+    # two objects and position do not look at them; `summarise(..., exact=True)` does).
+    extra: int = 0
 
 
 def _hue_saturation_value(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -157,7 +161,14 @@ def _relation_holds(a: Detection, b: Detection, relation: str) -> bool:
 
 
 def judge(detections: list[Detection], composition: Composition) -> Verdict:
-    """Whether detected objects satisfy a composition, by its category's rule."""
+    """Whether detected objects satisfy a composition, by its category's rule, and how many
+    objects it holds beyond those asked."""
+    verdict = _judge(detections, composition)
+    extra = max(0, len(detections) - sum(spec.count for spec in composition.objects))
+    return dataclasses.replace(verdict, extra=extra)
+
+
+def _judge(detections: list[Detection], composition: Composition) -> Verdict:
     by_shape: dict[str, list[Detection]] = defaultdict(list)
     for d in detections:
         if d.shape:
@@ -195,11 +206,13 @@ def check(image: np.ndarray | Image.Image, prompt: str | Composition) -> Verdict
     return judge(detect(image), composition)
 
 
-def summarise(verdicts: list[Verdict]) -> dict[str, float]:
-    """Accuracy per category and overall (the mean of the categories present), GenEval-style."""
+def summarise(verdicts: list[Verdict], exact: bool = False) -> dict[str, float]:
+    """Accuracy per category and overall (the mean of the categories present), GenEval-style;
+    `exact` counts a pass only when the image holds no object beyond those asked."""
     scores = {}
     for category in CATEGORIES:
-        chosen = [v.passed for v in verdicts if v.category == category]
+        chosen = [v.passed and not (exact and v.extra) for v in verdicts
+                  if v.category == category]
         if chosen:
             scores[category] = float(sum(chosen) / len(chosen))
     scores["overall"] = sum(scores.values()) / len(scores) if scores else 0.0
