@@ -671,13 +671,13 @@ class Trainer:
         if r.relation_weight or r.relation_share:
             relation, after = relation_targets(ids, self.tokenizer)
         if r.relation_weight:
-            modules["relation"] = self._relation_probe()
+            modules["relation"] = self._probe(len(RELATIONS))
         if r.layout_share:
             every_scene = torch.arange(len(latents), device=self.device)
         if r.count_weight or r.count_share:
             count, counted = count_targets(ids, self.tokenizer)
         if r.count_weight:
-            modules["count"] = self._count_probe()
+            modules["count"] = self._probe(len(NUMBER_WORDS))
         if r.count_share:
             several = torch.nonzero(((count >= 1) & counted).any(1))[:, 0]
             if not len(several):
@@ -737,12 +737,12 @@ class Trainer:
                                               labels[pick].long(), weight[:, 0])
                     loss = loss + r.aux_weight * aux_loss
                 if r.relation_weight:
-                    relation_loss = self._relation_loss(
-                        modules["relation"], text, relation[pick],
+                    relation_loss = self._probe_loss(
+                        modules["relation"], text, relation[pick, None].expand_as(text[..., 0]),
                         after[pick] & ~drop[:, None])
                     loss = loss + r.relation_weight * relation_loss
                 if r.count_weight:
-                    count_loss = self._count_loss(modules["count"], text, count[pick],
+                    count_loss = self._probe_loss(modules["count"], text, count[pick],
                                                   counted[pick] & ~drop[:, None])
                     loss = loss + r.count_weight * count_loss
             opt.zero_grad(set_to_none=True)
@@ -834,37 +834,20 @@ class Trainer:
         torch.nn.init.zeros_(head.bias)
         return head.to(self.device)
 
-    def _relation_probe(self) -> torch.nn.Linear:
-        """Per caption token, logits over the four relations; zero-initialised."""
-        probe = torch.nn.Linear(build.TEXT_ENCODER["hidden_size"], len(RELATIONS))
-        torch.nn.init.zeros_(probe.weight)
-        torch.nn.init.zeros_(probe.bias)
-        return probe.to(self.device)
-
-    def _count_probe(self) -> torch.nn.Linear:
-        """Per caption token, logits over the counts 1 to 4; zero-initialised."""
-        probe = torch.nn.Linear(build.TEXT_ENCODER["hidden_size"], len(NUMBER_WORDS))
+    def _probe(self, classes: int) -> torch.nn.Linear:
+        """A probe on the text encoder: per caption token, logits over `classes` (the four
+        relations, or the counts 1 to 4); zero-initialised."""
+        probe = torch.nn.Linear(build.TEXT_ENCODER["hidden_size"], classes)
         torch.nn.init.zeros_(probe.weight)
         torch.nn.init.zeros_(probe.bias)
         return probe.to(self.device)
 
     @staticmethod
-    def _count_loss(probe: torch.nn.Linear, text: torch.Tensor, count: torch.Tensor,
+    def _probe_loss(probe: torch.nn.Linear, text: torch.Tensor, target: torch.Tensor,
                     where: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the probe's count against `count` (B, T) at the tokens `where`
-        holds; 0 when the batch has none."""
-        ce = F.cross_entropy(probe(text.float()).transpose(1, 2), count, reduction="none")
-        where = where.float()
-        return (ce * where).sum() / where.sum().clamp(min=1.0)
-
-    @staticmethod
-    def _relation_loss(probe: torch.nn.Linear, text: torch.Tensor, relation: torch.Tensor,
-                       where: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the probe's relation at the tokens `where` (B, T) holds; 0 when the
-        batch has none."""
-        logits = probe(text.float())
-        ce = F.cross_entropy(logits.transpose(1, 2), relation[:, None].expand(-1, text.shape[1]),
-                             reduction="none")
+        """Cross-entropy of the probe's class against `target` (B, T) at the tokens `where`
+        (B, T) holds; 0 when the batch has none."""
+        ce = F.cross_entropy(probe(text.float()).transpose(1, 2), target, reduction="none")
         where = where.float()
         return (ce * where).sum() / where.sum().clamp(min=1.0)
 
