@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.families import contrast_json
 from models.tiny import quality
 from models.tiny.evaluator import summarise
 from models.tiny.scenes import CATEGORIES
@@ -92,10 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model.name,
         "sampler": {"steps": sampler.steps, "guidance": sampler.guidance,
                     "guidance_interval": list(sampler.interval),
-                    "contrast_guidance": None if sampler.contrast is None else {
-                        "scale": sampler.contrast.scale,
-                        "interval": list(sampler.contrast.interval),
-                        "rewrites": [list(pair) for pair in sampler.contrast.rewrites]},
+                    "contrast_guidance": None if sampler.contrast is None
+                    else contrast_json(sampler.contrast),
                     "scheduler": "flow DPM-Solver++ (SANA's default)"},
         "through": path,
         "prompts": len(prompts),

@@ -18,35 +18,73 @@ FLOW_SAMPLERS = ("flow-dpm-solver", "flow-euler")
 FULL_INTERVAL = (0.0, 1.0)
 
 
+def _whole_words(pattern: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", flags=re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ContrastRule:
+    """One way to derive a contrast prompt from a prompt, and how hard to steer away from it.
+
+    `rewrites` are (regular expression, replacement) pairs; a pattern matches whole words in any
+    case, and a replacement may name its groups (`\\1`). Every match of any pattern is replaced
+    in one pass from left to right (at one place the longest match), so a rewrite's output is
+    never rewritten again."""
+
+    scale: float
+    rewrites: tuple[tuple[str, str], ...]
+    about: str = ""  # what it steers away from, in plain words, for the user
+
+    def rewrite(self, prompt: str) -> str | None:
+        """`prompt` (its runs of spaces made one) with every match replaced; None when nothing
+        matches."""
+        text = " ".join(prompt.split())
+        patterns = [(_whole_words(pattern), replacement) for pattern, replacement in self.rewrites]
+        pieces, position, changed = [], 0, False
+        while True:
+            best: tuple[re.Match[str], str] | None = None
+            for pattern, replacement in patterns:
+                found = pattern.search(text, position)
+                if found and found.end() > found.start() and (
+                        best is None or (found.start(), -found.end())
+                        < (best[0].start(), -best[0].end())):
+                    best = (found, replacement)
+            if best is None:
+                break
+            found, replacement = best
+            pieces += [text[position:found.start()], found.expand(replacement)]
+            position, changed = found.end(), True
+        return "".join([*pieces, text[position:]]) if changed else None
+
+
 @dataclass(frozen=True)
 class ContrastGuidance:
     """Steer the steps at some noise levels away from a rewritten prompt.
 
     At a noise level inside `interval` that classifier-free guidance leaves alone, the velocity
-    is `cond + scale * (cond - contrast)`, where `contrast` is the prediction for the prompt with
-    the first of `rewrites`' phrases it holds replaced. The in-house model uses it to steer the
-    steps that lay out the image away from one object more than the prompt asks (its counts
-    raised by one). A prompt holding none of the phrases is sampled as without it.
+    is `cond + scale * (cond - contrast)`, where `contrast` is the prediction for the prompt as
+    the first of `rules` that applies to it rewrites it, and `scale` is that rule's. The
+    in-house model uses it to steer the steps that lay out the image away from one object more
+    than the prompt asks. A prompt no rule applies to is sampled as without it.
     """
 
-    scale: float
     interval: tuple[float, float]
-    rewrites: tuple[tuple[str, str], ...]
-    about: str = ""  # what it steers away from, in plain words, for the user
+    rules: tuple[ContrastRule, ...]
 
-    def contrast_prompt(self, prompt: str) -> str | None:
-        """`prompt` with its first rewrite phrase (whole words, any case) replaced; None when
-        it holds none."""
-        first: tuple[int, int, str] | None = None
-        for phrase, replacement in self.rewrites:
-            words = r"\s+".join(re.escape(word) for word in phrase.split())
-            found = re.search(rf"(?<!\w){words}(?!\w)", prompt, flags=re.IGNORECASE)
-            if found and (first is None or found.start() < first[0]):
-                first = (found.start(), found.end(), replacement)
-        if first is None:
-            return None
-        start, end, replacement = first
-        return prompt[:start] + replacement + prompt[end:]
+    def contrast(self, prompt: str) -> tuple[str, float] | None:
+        """(contrast prompt, scale) from the first rule that rewrites `prompt`; None when none
+        does."""
+        for rule in self.rules:
+            text = rule.rewrite(prompt)
+            if text is not None:
+                return text, rule.scale
+        return None
+
+    @property
+    def about(self) -> str:
+        """What it steers away from, in plain words (empty when a rule does not say)."""
+        said = [rule.about for rule in self.rules]
+        return "; or ".join(said) if all(said) else ""
 
 
 @dataclass(frozen=True)
@@ -161,33 +199,75 @@ def guidance_interval(value: Any) -> tuple[float, float]:
                      f"0 <= low < high <= 1, not {value!r}")
 
 
-def contrast_guidance(value: Any) -> ContrastGuidance:
-    """linea.json's `contrast_guidance`: {"scale": > 0, "interval": [low, high],
-    "rewrites": [[phrase, replacement], ...], "about": optional plain words}."""
-    form = ('contrast_guidance must be {"scale": a number above 0, "interval": [low, high], '
-            '"rewrites": [["phrase", "replacement"], ...]} and optionally "about": "what it '
-            'steers away from"')
-    if not isinstance(value, dict) or set(value) - {"about"} != {"scale", "interval", "rewrites"}:
+def _contrast_rule(value: Any, form: str, literal: bool = False) -> ContrastRule:
+    """One rule of `contrast_guidance`; `literal` reads the rewrites as plain phrases (the first
+    form of the entry) rather than regular expressions."""
+    if not isinstance(value, dict) or set(value) - {"about"} != {"scale", "rewrites"}:
         raise ValueError(f"{form}, not {value!r}")
     scale, rewrites, about = value["scale"], value["rewrites"], value.get("about", "")
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
         raise ValueError(f"{form}; its scale is {scale!r}")
     if not isinstance(about, str):
         raise ValueError(f"{form}; its about is {about!r}")
-    try:
-        interval = guidance_interval(value["interval"])
-    except ValueError:
-        raise ValueError(f"{form}; its interval {value['interval']!r} is not two noise levels "
-                         f"0 <= low < high <= 1") from None
     pairs = []
     for pair in rewrites if isinstance(rewrites, list) else [None]:
         if not (isinstance(pair, list) and len(pair) == 2
                 and all(isinstance(p, str) and p.strip() for p in pair)):
             raise ValueError(f"{form}; each rewrite is two non-empty texts, not {pair!r}")
-        pairs.append((pair[0].strip(), pair[1].strip()))
+        pattern, replacement = pair[0].strip(), pair[1].strip()
+        if literal:
+            pattern = " ".join(re.escape(word) for word in pattern.split())
+            replacement = replacement.replace("\\", "\\\\")
+        try:
+            compiled = _whole_words(pattern)
+        except re.error as error:
+            raise ValueError(f"{form}; the rewrite pattern {pattern!r} is not a regular "
+                             f"expression ({error})") from None
+        if re.fullmatch(pattern, "") is not None:
+            raise ValueError(f"{form}; the rewrite pattern {pattern!r} matches empty text")
+        try:
+            compiled.sub(replacement, "")  # checks the replacement's group names
+        except (re.error, IndexError) as error:
+            raise ValueError(f"{form}; the replacement {replacement!r} does not fit the "
+                             f"pattern {pattern!r} ({error})") from None
+        pairs.append((pattern, replacement))
     if not pairs:
         raise ValueError(f"{form}; it has no rewrites")
-    return ContrastGuidance(float(scale), interval, tuple(pairs), about.strip())
+    return ContrastRule(float(scale), tuple(pairs), about.strip())
+
+
+def contrast_guidance(value: Any) -> ContrastGuidance:
+    """linea.json's `contrast_guidance`: {"interval": [low, high], "rules": [{"scale": > 0,
+    "rewrites": [[pattern, replacement], ...], "about": optional plain words}, ...]}, or the
+    first form with one rule of plain phrases: {"scale", "interval", "rewrites", "about"}."""
+    form = ('contrast_guidance must be {"interval": [low, high], "rules": [{"scale": a number '
+            'above 0, "rewrites": [["pattern", "replacement"], ...], optionally "about": "what '
+            'it steers away from"}, ...]}')
+    if isinstance(value, dict) and "rules" not in value and "scale" in value:
+        literal = True  # the first form: one rule, its rewrites plain phrases
+        rules = [{k: v for k, v in value.items() if k != "interval"}]
+        if set(value) - {"about"} != {"scale", "interval", "rewrites"}:
+            raise ValueError(f"{form}, not {value!r}")
+    elif isinstance(value, dict) and set(value) == {"interval", "rules"}:
+        literal, rules = False, value["rules"]
+        if not isinstance(rules, list) or not rules:
+            raise ValueError(f"{form}; its rules are {rules!r}")
+    else:
+        raise ValueError(f"{form}, not {value!r}")
+    try:
+        interval = guidance_interval(value["interval"])
+    except ValueError:
+        raise ValueError(f"{form}; its interval {value['interval']!r} is not two noise levels "
+                         f"0 <= low < high <= 1") from None
+    return ContrastGuidance(interval, tuple(_contrast_rule(r, form, literal) for r in rules))
+
+
+def contrast_json(contrast: ContrastGuidance) -> dict[str, Any]:
+    """`contrast` as linea.json writes it (read back by `contrast_guidance`)."""
+    return {"interval": [float(v) for v in contrast.interval],
+            "rules": [{"scale": rule.scale, "rewrites": [list(pair) for pair in rule.rewrites],
+                       **({"about": rule.about} if rule.about else {})}
+                      for rule in contrast.rules]}
 
 
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:

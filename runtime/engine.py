@@ -78,7 +78,7 @@ class GenerationResult:
         rule, text = self.model.family.contrast, self.resolved.contrast_prompt
         if rule is None or text is None:
             return {}
-        return {"contrast_prompt": text, "contrast_scale": rule.scale,
+        return {"contrast_prompt": text, "contrast_scale": self.resolved.contrast_scale,
                 "contrast_interval": list(rule.interval)}
 
 
@@ -238,11 +238,12 @@ class Engine:
                 "Pick a model with a ControlNet, or add one with --controlnet.")
         chi = (request.complex_human_instruction if request.complex_human_instruction is not None
                else family.complex_human_instruction)
-        contrast = (family.contrast.contrast_prompt(prompt)
+        contrast = (family.contrast.contrast(prompt)
                     if family.contrast is not None and sampler.value in FLOW_SAMPLERS else None)
         return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
                                bool(chi), req.image_seeds(request.seed, request.count),
-                               contrast_prompt=contrast)
+                               contrast_prompt=contrast[0] if contrast else None,
+                               contrast_scale=contrast[1] if contrast else 0.0)
 
     def encode(self, text: str, use_instruction: bool, select: bool,
                on_event: EventHandler = ignore_events) -> PromptEmbedding:
@@ -447,7 +448,7 @@ class Engine:
                                     if self.family.uses_cfg else 1.0,
                                     float(transformer.config.get("timestep_scale", 1.0)),
                                     self.family.guidance_interval,
-                                    rule.scale if rule and contrasted is not None else 0.0,
+                                    resolved.contrast_scale if contrasted is not None else 0.0,
                                     rule.interval if rule else FULL_INTERVAL)
             result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step,
                                  away if contrasted is not None else None)

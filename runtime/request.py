@@ -123,8 +123,10 @@ class ResolvedRequest:
     complex_human_instruction: bool
     seeds: tuple[int, ...]
     warnings: tuple[str, ...] = ()
-    # The prompt the model's contrast guidance steers away from (models.families), if any.
+    # The prompt the model's contrast guidance steers away from (models.families), if any, and
+    # how hard (the scale of the rule that wrote it).
     contrast_prompt: str | None = None
+    contrast_scale: float = 0.0
 
 
 def check_size(width: int, height: int, max_side: int) -> None:

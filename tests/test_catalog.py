@@ -66,52 +66,82 @@ def test_contrast_guidance_is_read_from_linea_json_and_a_bad_one_is_a_clear_erro
         sana_tiny, sprint_tiny, tmp_path):
     import pytest
 
-    from models.families import ContrastGuidance
+    from models.families import ContrastGuidance, ContrastRule
     from runtime import ModelFolderError
 
     folder = tmp_path / "house"
     shutil.copytree(sana_tiny, folder)
     assert identify(folder).family.contrast is None
-    rule = {"scale": 4, "interval": [0.8, 1.0], "rewrites": [["a pair of", "three"],
-                                                             ["two", "three"]]}
-    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": rule}))
-    assert identify(folder).family.contrast == ContrastGuidance(
-        4.0, (0.8, 1.0), (("a pair of", "three"), ("two", "three")))
-    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": {
-        **rule, "about": " one too many "}}))
-    assert identify(folder).family.contrast.about == "one too many"
-    bad = [([], "not \\[\\]"), ({**rule, "scale": 0}, "its scale is 0"),
-           ({**rule, "scale": True}, "its scale is True"),
-           ({**rule, "interval": [1.0, 0.8]}, "its interval"),
-           ({**rule, "rewrites": []}, "it has no rewrites"),
-           ({**rule, "rewrites": [["two"]]}, "each rewrite is two non-empty texts"),
-           ({**rule, "rewrites": [["two", " "]]}, "each rewrite is two non-empty texts"),
-           ({**rule, "extra": 1}, "contrast_guidance must be"),
-           ({**rule, "about": 3}, "its about is 3")]
-    for value, message in bad:
-        (folder / "linea.json").write_text(json.dumps({"contrast_guidance": value}))
+    count = {"scale": 4, "rewrites": [["a pair of", "three"], ["two", "three"]]}
+    copies = {"scale": 1, "rewrites": [[r"a (red )?(circle|star)", r"two \1\2s"]],
+              "about": " a second one "}
+    value = {"interval": [0.8, 1.0], "rules": [count, copies]}
+    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": value}))
+    assert identify(folder).family.contrast == ContrastGuidance((0.8, 1.0), (
+        ContrastRule(4.0, (("a pair of", "three"), ("two", "three"))),
+        ContrastRule(1.0, ((r"a (red )?(circle|star)", r"two \1\2s"),), "a second one")))
+    # The first form (one rule, plain phrases) is still read: its phrases are not patterns.
+    first = {"scale": 4, "interval": [0.8, 1.0], "rewrites": [["a (pair) of", "three"]],
+             "about": " one too many "}
+    (folder / "linea.json").write_text(json.dumps({"contrast_guidance": first}))
+    contrast = identify(folder).family.contrast
+    assert contrast.about == "one too many" and contrast.interval == (0.8, 1.0)
+    assert contrast.contrast("a (pair) of  stars") == ("three stars", 4.0)
+    assert contrast.contrast("a pair of stars") is None
+    bad = [([], "not \\[\\]"), ({**first, "scale": 0}, "its scale is 0"),
+           ({**first, "scale": True}, "its scale is True"),
+           ({**first, "interval": [1.0, 0.8]}, "its interval"),
+           ({**first, "rewrites": []}, "it has no rewrites"),
+           ({**first, "rewrites": [["two"]]}, "each rewrite is two non-empty texts"),
+           ({**first, "rewrites": [["two", " "]]}, "each rewrite is two non-empty texts"),
+           ({**first, "extra": 1}, "contrast_guidance must be"),
+           ({**first, "about": 3}, "its about is 3"),
+           ({**value, "rules": []}, "its rules are \\[\\]"),
+           ({**value, "rules": [{**count, "interval": [0, 1]}]}, "contrast_guidance must be"),
+           ({**value, "extra": 1}, "contrast_guidance must be"),
+           ({**value, "rules": [{**count, "scale": -1}]}, "its scale is -1"),
+           ({**value, "rules": [{"scale": 1, "rewrites": [["a (red", "x"]]}]},
+            "'a \\(red' is not a regular expression"),
+           ({**value, "rules": [{"scale": 1, "rewrites": [["(red)?", "x"]]}]},
+            "matches empty text"),
+           ({**value, "rules": [{"scale": 1, "rewrites": [["a (red)", r"\2"]]}]},
+            "does not fit the pattern")]
+    for value_, message in bad:
+        (folder / "linea.json").write_text(json.dumps({"contrast_guidance": value_}))
         with pytest.raises(ModelFolderError, match=message):
             identify(folder)
     # SANA-Sprint's consistency sampler has no steps to steer this way.
     sprint = tmp_path / "sprint"
     shutil.copytree(sprint_tiny, sprint)
-    (sprint / "linea.json").write_text(json.dumps({"contrast_guidance": rule}))
+    (sprint / "linea.json").write_text(json.dumps({"contrast_guidance": value}))
     with pytest.raises(ModelFolderError, match="applies to flow-sampled models"):
         identify(sprint)
 
 
-def test_contrast_prompt_rewrites_the_first_phrase_found_in_whole_words():
-    from models.families import ContrastGuidance
+def test_contrast_rules_rewrite_every_match_in_one_pass_and_the_first_rule_that_applies_wins():
+    from models.families import ContrastGuidance, ContrastRule
 
-    rule = ContrastGuidance(4.0, (0.8, 1.0), (("a pair of", "three"), ("two", "three"),
-                                              ("three", "four")))
-    assert rule.contrast_prompt("three red circles") == "four red circles"
-    assert rule.contrast_prompt("A Pair  Of blue stars") == "three blue stars"
-    # the first in the prompt, not the first rule; only that one
-    assert rule.contrast_prompt("three hearts and two stars") == "four hearts and two stars"
-    assert rule.contrast_prompt("Two hearts") == "three hearts"
+    count = ContrastRule(4.0, (("a pair of", "three"), ("two", "three"), ("three", "four")))
+    assert count.rewrite("three red circles") == "four red circles"
+    assert count.rewrite("A Pair  Of blue stars") == "three blue stars"
+    # every match, each rewritten once: "two" becomes "three", never "four"
+    assert count.rewrite("three hearts and two stars") == "four hearts and three stars"
+    assert count.rewrite("Two hearts") == "three hearts"
     for untouched in ("four stars", "twofold circle", "a red circle", "network", ""):
-        assert rule.contrast_prompt(untouched) is None
+        assert count.rewrite(untouched) is None
+    copies = ContrastRule(1.0, ((r"(?:a|one) ((?:red |big )*)(circle|star)", r"two \1\2s"),
+                                (r"(?:a|one) ((?:red |big )*)(cross)", r"two \1\2es")))
+    assert (copies.rewrite("a big red circle left of One cross on a dark background")
+            == "two big red circles left of two crosses on a dark background")
+    assert copies.rewrite("a picture of a starfish") is None
+    guidance = ContrastGuidance((0.8, 1.0), (count, copies))
+    assert guidance.contrast("two red circles") == ("three red circles", 4.0)
+    assert guidance.contrast("a red star") == ("two red stars", 1.0)
+    assert guidance.contrast("four red stars") is None
+    assert guidance.about == ""  # a rule that does not say leaves it to the rewrites
+    said = ContrastGuidance((0.8, 1.0), (ContrastRule(4.0, count.rewrites, "one more"),
+                                         ContrastRule(1.0, copies.rewrites, "a copy")))
+    assert said.about == "one more; or a copy"
 
 
 def test_models_are_found_in_user_added_and_hf_cache_folders(sana_tiny, sprint_tiny, tmp_path,

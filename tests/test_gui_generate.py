@@ -112,16 +112,16 @@ def test_the_guidance_tooltip_says_what_a_models_contrast_guidance_steers_away_f
     tip = guidance_tip(identify(SHIPPED).family)
     assert "only at noise levels 0.2-0.8" in tip
     assert ("At noise levels 0.8-1 it also steers away from one object more than a count of "
-            "two or three asks for") in tip
+            "two or three asks for; or a second copy of an object the prompt names once") in tip
     # a folder's rule without "about" is described by what it does
     import dataclasses
 
-    from models.families import ContrastGuidance
+    from models.families import ContrastGuidance, ContrastRule
 
     bare = dataclasses.replace(identify(SHIPPED).family, contrast=ContrastGuidance(
-        2.0, (0.9, 1.0), (("two", "three"), ("pair", "three"))))
-    assert ("At noise levels 0.9-1 it also steers away from the prompt with 'two' read as "
-            "'three', 'pair' read as 'three'") in guidance_tip(bare)
+        (0.9, 1.0), (ContrastRule(2.0, (("two", "three"), ("pair", "three"))),)))
+    assert ("At noise levels 0.9-1 it also steers away from the prompt rewritten ('two' as "
+            "'three'; 'pair' as 'three')") in guidance_tip(bare)
 
 
 def test_ctrl_enter_generates_with_live_previews_and_escape_cancels(qtbot, window):

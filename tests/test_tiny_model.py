@@ -86,7 +86,7 @@ def test_guidance_interval_is_written_and_both_sampling_paths_follow_it(tmp_path
     assert np.abs(half[0].astype(int) - ours[0].astype(int)).mean() < 2
 
 
-def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
+def test_contrast_guidance_is_written_and_both_sampling_paths_follow_it(tmp_path):
     """A folder with count contrast guidance: the runtime and the evaluation's module path give
     the same images; a count prompt is drawn differently than without it, a prompt with no
     count word exactly the same, and the PNG's metadata says what it was steered from."""
@@ -99,7 +99,7 @@ def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
 
     torch.manual_seed(0)
     tokenizer = build.build_tokenizer()
-    rule = build.count_contrast(4.0)
+    rule = build.contrast(4.0, 1.0)
     folder = build.save_folder(
         tmp_path / "tiny", tokenizer, build.build_text_encoder(len(tokenizer)),
         build.build_transformer(), build.build_vae(), flow_shift=2.0, steps=6, guidance=4.5,
@@ -107,7 +107,7 @@ def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
     plain = tmp_path / "plain"
     shutil.copytree(folder, plain)
     linea = json.loads((plain / "linea.json").read_text())
-    assert linea.pop("contrast_guidance")["rewrites"][0] == ["a pair of", "three"]
+    assert linea.pop("contrast_guidance")["rules"][0]["rewrites"][0] == ["a pair of", "three"]
     (plain / "linea.json").write_text(json.dumps(linea))
     sampler = quality.Sampler.of_folder(folder)
     assert sampler == quality.Sampler(6, 4.5, (0.2, 0.8), rule)
@@ -117,14 +117,16 @@ def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
     without = Engine(plain, device="cpu", precision="fp32", quantize_text_encoder=False)
     pipe = SanaPipeline.from_pretrained(folder, torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    prompts, seeds = ["three red circles", "a red circle"], [3, 4]
+    # one batch of the module path: the count rule (scale 4), the copies rule (1), neither
+    prompts, seeds = ["three red circles", "a red circle", "four red circles"], [3, 4, 5]
     ours = quality.generate(engine, prompts, seeds, sampler)
     modules = quality.generate(pipe, prompts, seeds, sampler)
     plain_images = quality.generate(without, prompts, seeds, quality.Sampler.of_folder(plain))
     for a, b in zip(ours, modules, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    assert np.abs(ours[0].astype(int) - plain_images[0].astype(int)).max() > 1
-    assert (ours[1] == plain_images[1]).all()
+    for steered, unsteered in zip(ours[:2], plain_images[:2], strict=True):
+        assert np.abs(steered.astype(int) - unsteered.astype(int)).max() > 1
+    assert (ours[2] == plain_images[2]).all()
     with pytest.raises(ValueError, match="contrast guidance"):
         quality.generate(without, prompts, seeds, sampler)
 
@@ -135,18 +137,55 @@ def test_count_contrast_is_written_and_both_sampling_paths_follow_it(tmp_path):
     assert record["contrast_prompt"] == "three red circles"
     assert record["contrast_scale"] == 4.0 and record["contrast_interval"] == [0.8, 1.0]
     assert "Contrast guidance: 4 at 0.8-1" in a1111_parameters(record)
+    record = engine.generate(GenerationRequest("a big red circle", seed=1),
+                             previews=False).record(0)
+    assert record["contrast_prompt"] == "two big red circles"
+    assert "Contrast guidance: 1 at 0.8-1" in a1111_parameters(record)
     record = engine.generate(GenerationRequest("four red circles", seed=1),
                              previews=False).record(0)
     assert "contrast_prompt" not in record and "Contrast" not in a1111_parameters(record)
 
 
-def test_shipped_folder_has_its_recipes_count_contrast():
+def test_contrast_prompts_of_the_worlds_captions_ask_for_one_object_more():
+    """On every phrasing the captions use: a count of two or three is raised by one (scale 4),
+    four is left alone, and each object named once is asked for twice (scale 1)."""
+    import dataclasses
+    import random
+
+    from models.tiny.captions import caption, parse_prompt
+    from models.tiny.split import training_composition
+
+    guidance, rng = build.contrast(4.0, 1.0), random.Random(5)
+    seen = set()
+    for _ in range(3000):
+        composition = training_composition(rng)
+        text = caption(composition, rng)
+        asked = parse_prompt(text).objects
+        found = guidance.contrast(text)
+        counts = [spec.count for spec in asked]
+        if composition.category == "count":
+            if counts == [4]:
+                assert found is None, text
+                continue
+            expected = (dataclasses.replace(asked[0], count=counts[0] + 1),)
+            assert found[1] == 4.0, text
+        else:
+            assert counts in ([1], [1, 1]), text
+            expected = tuple(dataclasses.replace(spec, count=2) for spec in asked)
+            assert found[1] == 1.0, text
+        assert parse_prompt(found[0]).objects == expected, (text, found)
+        seen.add(composition.category)
+    assert seen == {"single", "colour", "count", "two_objects", "position"}
+
+
+def test_shipped_folder_has_its_recipes_contrast_guidance():
     from models.tiny.train import RECIPES
     from runtime import identify
 
-    scale = RECIPES["cpu-deep12-lay"].count_contrast
-    assert scale > 0
-    assert identify(SHIPPED).family.contrast == build.count_contrast(scale)
+    recipe = RECIPES["cpu-deep12-lay"]
+    assert recipe.count_contrast > 0 and recipe.duplicate_contrast > 0
+    assert identify(SHIPPED).family.contrast == build.contrast(recipe.count_contrast,
+                                                               recipe.duplicate_contrast)
 
 
 def test_autoencoder_is_f8_and_transformer_sees_8x8_tokens():
@@ -187,7 +226,7 @@ def test_shipped_folder_is_small_and_complete():
         assert (SHIPPED / part).exists(), part
 
 
-SHIPPED_PER_CATEGORY = 4  # 20 held-out prompts, seeds 0..19: seconds on a CPU
+SHIPPED_PER_CATEGORY = 8  # the README grid's 40 held-out prompts: half a minute on a CPU
 BAR_OVERALL = 0.80
 BAR_SINGLE = 0.95
 
@@ -234,13 +273,23 @@ def test_prompt_outside_its_world_still_makes_an_image_and_the_model_says_what_i
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped weights are an under-trained CPU checkpoint: held-out overall 0.694, "
-    "single 0.94, count 0.44, two objects 0.53 on all 160 prompts (models/tiny/README.md); "
-    "bar 0.80 / 0.95",
+    reason="the shipped weights are an under-trained CPU checkpoint: held-out overall 0.688, "
+    "single 0.97, count 0.44, two objects 0.50 on all 160 prompts, 0.675 on these 40 "
+    "(models/tiny/README.md); bar 0.80 / 0.95",
 )
 def test_shipped_model_meets_the_bar_on_held_out_prompts(shipped_pipe):
-    prompts = quality.held_out(SHIPPED_PER_CATEGORY)
-    scores, _, _ = quality.score(shipped_pipe, prompts, _shipped_sampler(), seed=0)
+    # The first prompts of each category with the full evaluation's seeds (each prompt's index
+    # among the 160), so these are the images of the README's grid and of `bench.eval_tiny`.
+    # (Twenty prompts with seeds 0..19 were too few to stand for the bar: they scored 0.800
+    # where all 160 score 0.688.)
+    from models.tiny.scenes import CATEGORIES
+
+    everything = quality.held_out()
+    seeds = [i for category in CATEGORIES for i in [
+        i for i, (_, c) in enumerate(everything) if c.category == category][:SHIPPED_PER_CATEGORY]]
+    prompts = [everything[i] for i in seeds]
+    assert prompts == quality.held_out(SHIPPED_PER_CATEGORY)
+    scores, _, _ = quality.score(shipped_pipe, prompts, _shipped_sampler(), seeds=seeds)
     assert scores["single"] >= BAR_SINGLE, scores
     assert scores["overall"] >= BAR_OVERALL, scores
 

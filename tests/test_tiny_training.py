@@ -139,7 +139,7 @@ def test_sampler_choice_tries_each_guidance_in_each_interval_and_the_folder_keep
     folder = trainer.export()
     assert quality.Sampler.of_folder(folder) == quality.Sampler(
         recipe.sampler_steps, best["guidance"], tuple(best["interval"]),
-        build.count_contrast(3.0))
+        build.contrast(3.0))
     assert identify(folder).family.guidance_interval == tuple(best["interval"])
 
 

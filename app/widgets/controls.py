@@ -50,8 +50,8 @@ def guidance_tip(family: Family) -> str:
     contrast = family.contrast
     if contrast is not None:
         low, high = contrast.interval
-        away = contrast.about or "the prompt with " + ", ".join(
-            f"'{a}' read as '{b}'" for a, b in contrast.rewrites)
+        away = contrast.about or "the prompt rewritten (" + "; ".join(
+            f"'{a}' as '{b}'" for rule in contrast.rules for a, b in rule.rewrites) + ")"
         tip += (f" At noise levels {low:g}-{high:g} it also steers away from {away} (a second "
                 "pass for those steps, only for prompts it applies to).")
     return tip

@@ -15,14 +15,14 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
 
-from models.families import ContrastGuidance
-from models.tiny.captions import NUMBER_WORDS, vocabulary
+from models.families import ContrastGuidance, ContrastRule, contrast_json
+from models.tiny.captions import NUMBER_WORDS, PLURALS, SIZE_WORDS, vocabulary
 from models.tiny.scenes import COLOURS, MAX_COUNT, RELATIONS, SHAPES
 
 # The noise levels where this model lays out how many objects it draws (models/tiny/README.md:
 # most over-counted images already show the extra object at noise 0.85), all above the shipped
 # guidance interval.
-COUNT_CONTRAST_INTERVAL = (0.8, 1.0)
+CONTRAST_INTERVAL = (0.8, 1.0)
 
 NATIVE_SIZE = 256
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # pad id 0, as SanaPipeline expects
@@ -146,15 +146,33 @@ def knows() -> str:
     )
 
 
-def count_contrast(scale: float,
-                   interval: tuple[float, float] = COUNT_CONTRAST_INTERVAL) -> ContrastGuidance:
-    """Contrast guidance away from one object more than the prompt asks: the first count word
-    raised by one ("a pair of" and "two" -> "three", "three" -> "four"). Four, the world's
-    largest count, has no next, and single objects ("a", "one") are left alone."""
-    rewrites = (("a pair of", NUMBER_WORDS[3]),
-                *((NUMBER_WORDS[n], NUMBER_WORDS[n + 1]) for n in range(2, MAX_COUNT)))
-    return ContrastGuidance(float(scale), interval, rewrites,
-                            about="one object more than a count of two or three asks for")
+def contrast(count_scale: float = 0.0, duplicate_scale: float = 0.0,
+             interval: tuple[float, float] = CONTRAST_INTERVAL) -> ContrastGuidance | None:
+    """This model's contrast guidance: away from one object more than the prompt asks (None
+    when both scales are 0).
+
+    Count (`count_scale`): a count word raised by one ("a pair of" and "two" -> "three",
+    "three" -> "four"; four, the world's largest count, has no next). Duplicates
+    (`duplicate_scale`, for prompts with no count word): every single object made two ("a red
+    circle" -> "two red circles", "one tiny cross" -> "two tiny crosses")."""
+    rules = []
+    if count_scale:
+        rules.append(ContrastRule(float(count_scale), (
+            ("a pair of", NUMBER_WORDS[3]),
+            *((NUMBER_WORDS[n], NUMBER_WORDS[n + 1]) for n in range(2, MAX_COUNT))),
+            about="one object more than a count of two or three asks for"))
+    if duplicate_scale:
+        words = [*COLOURS, *(word for options in SIZE_WORDS.values() for word in options)]
+        describing = "((?:(?:" + "|".join(words) + ") )*)"
+        endings: dict[str, list[str]] = {}
+        for shape, plural in PLURALS.items():
+            endings.setdefault(plural[len(shape):], []).append(shape)
+        rules.append(ContrastRule(float(duplicate_scale), tuple(
+            (f"(?:a|an|{NUMBER_WORDS[1]}) {describing}({'|'.join(shapes)})",
+             rf"{NUMBER_WORDS[2]} \1\2{ending}")
+            for ending, shapes in endings.items()),
+            about="a second copy of an object the prompt names once"))
+    return ContrastGuidance(interval, tuple(rules)) if rules else None
 
 
 def save_folder(
@@ -201,8 +219,6 @@ def save_folder(
         "knows": knows(),
     }
     if contrast is not None:
-        linea["contrast_guidance"] = {
-            "scale": contrast.scale, "interval": [float(v) for v in contrast.interval],
-            "rewrites": [list(pair) for pair in contrast.rewrites], "about": contrast.about}
+        linea["contrast_guidance"] = contrast_json(contrast)
     (folder / "linea.json").write_text(json.dumps(linea, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -139,22 +139,29 @@ def _through_modules(pipe, prompts: list[str], generators: list[torch.Generator]
 
     rule, away = sampler.contrast, None
     if rule is not None:
-        # A prompt without a rewrite phrase is its own contrast: those steps stay conditional.
-        texts = [rule.contrast_prompt(p) or p for p in prompts]
+        # A prompt no rule applies to is its own contrast: those steps stay conditional.
+        found = [rule.contrast(p) for p in prompts]
+        texts = [f[0] if f else p for f, p in zip(found, prompts, strict=True)]
         contrast, contrast_mask, _, _ = pipe.encode_prompt(
             texts, do_classifier_free_guidance=False, complex_human_instruction=None,
             device=pipe.device)
         pairs = torch.cat([contrast.to(transformer.dtype), embeds[-len(prompts):]])
         pairs_mask = torch.cat([contrast_mask, mask[-len(prompts):]])
+        # Each prompt's rule has its own scale; the loop below steers by scale 1 away from
+        # cond - scale * (cond - contrast), which is cond + scale * (cond - contrast).
+        scales = torch.tensor([f[1] if f else 0.0 for f in found],
+                              device=pipe.device).view(-1, 1, 1, 1)
 
         def away(x: torch.Tensor, t: torch.Tensor, _guidance) -> torch.Tensor:
-            return transformer(x.to(transformer.dtype), encoder_hidden_states=pairs,
-                               encoder_attention_mask=pairs_mask, timestep=t).sample
+            out = transformer(x.to(transformer.dtype), encoder_hidden_states=pairs,
+                              encoder_attention_mask=pairs_mask, timestep=t).sample.float()
+            contrasted, cond = out.chunk(2)
+            return torch.cat([cond - scales * (cond - contrasted), cond])
 
     scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
     settings = FlowSettings(sampler.steps, sampler.guidance,
                             guidance_interval=tuple(sampler.interval),
-                            contrast_scale=rule.scale if rule else 0.0,
+                            contrast_scale=1.0 if rule else 0.0,
                             contrast_interval=rule.interval if rule else FULL_INTERVAL)
     latents = flow_sample(denoiser, scheduler, latents, settings, generators,
                           lambda *_: None, away)
@@ -177,11 +184,15 @@ def _through_runtime(engine, prompt: str, seed: int, sampler: Sampler, size: int
 
 def score(
     pipe, prompts: list[tuple[str, Composition]], sampler: Sampler, seed: int = 0,
-    size: int = NATIVE_SIZE,
+    size: int = NATIVE_SIZE, seeds: list[int] | None = None,
 ) -> tuple[dict[str, float], list[Verdict], list[np.ndarray]]:
-    """Generate each prompt once (seed + its index) and judge it; return scores per category."""
+    """Generate each prompt once (seed + its index, or `seeds`) and judge it; return scores per
+    category."""
     texts = [p for p, _ in prompts]
-    images = generate(pipe, texts, [seed + i for i in range(len(texts))], sampler, size=size)
+    seeds = [seed + i for i in range(len(texts))] if seeds is None else list(seeds)
+    if len(seeds) != len(texts):
+        raise ValueError(f"{len(texts)} prompts and {len(seeds)} seeds")
+    images = generate(pipe, texts, seeds, sampler, size=size)
     verdicts = [check(image, composition) for image, (_, composition) in zip(images, prompts,
                                                                              strict=True)]
     return summarise(verdicts), verdicts, images
