@@ -404,17 +404,48 @@ def test_a_deeper_recipe_grows_the_folder_it_starts_from_without_changing_what_i
     assert grow_blocks(weights, 8) is weights
 
 
-def test_the_gpu_recipe_from_scratch_builds_the_shipped_folders_transformer(tmp_path):
-    # A folder the GPU recipe writes replaces the shipped one: same depth, same config.
+def test_the_gpu_recipe_from_scratch_builds_the_shipped_folders_transformer_on_8_channels(
+        tmp_path):
+    # A folder the GPU recipe writes replaces the shipped one: same depth, same config, but for
+    # the latent channels (8: its autoencoder keeps small shapes better).
     recipe = RECIPES["cuda"]
-    assert recipe.dit_start == 0
+    assert recipe.dit_start == 0 and recipe.latent_channels == 8
     trainer = Trainer(recipe, tmp_path / "gpu", torch.device("cpu"), math.inf, math.inf)
     # Every setting the folder's config.json holds (tuples written as lists, as there).
     built = json.loads(json.dumps(dict(trainer.transformer.config)))
     public = {k: v for k, v in SHIPPED_TRANSFORMER.items() if not k.startswith("_")}
-    assert {k: built.get(k) for k in public} == public
+    assert {k: built.get(k) for k in public} == {**public, "in_channels": 8, "out_channels": 8}
+    assert trainer.vae.config.latent_channels == 8
     # Its label-map head reads a block inside the transformer.
     assert 0 <= recipe.aux_block < len(trainer.transformer.transformer_blocks)
+
+
+def test_a_recipe_with_8_latent_channels_trains_from_scratch_into_a_folder_the_runtime_runs(
+        tmp_path):
+    from models.tiny import train
+    from runtime import Engine, GenerationRequest
+
+    recipe = dataclasses.replace(
+        RECIPES["cpu"], ae_steps=2, ae_schedule_steps=0, ae_batch=2, ae_crop=32,
+        ae_eval_every=1000, ae_check_per_category=1, scenes=8, dit_steps=2, dit_schedule_steps=0,
+        dit_batch=4, warmup=1, eval_every=1000, eval_per_category=1, gap_scenes=2,
+        checkpoint_every=1000, guidances=(3.0,), sampler_steps=2, sampler_per_category=1,
+        aux_weight=0.25, latent_channels=8)
+    trainer = Trainer(recipe, tmp_path / "eight", torch.device("cpu"), math.inf, math.inf)
+    assert train.run_stages(trainer, resume=False) == "done"
+    folder = trainer.export()
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    transformer = json.loads((folder / "transformer" / "config.json").read_text())
+    assert vae["latent_channels"] == 8
+    assert transformer["in_channels"] == transformer["out_channels"] == 8
+    result = Engine(folder, device="cpu").generate(GenerationRequest("a red circle", seed=1),
+                                                  previews=False)
+    assert result.images[0].size == (256, 256)
+    # A stage cannot continue a folder of another latent count: a clear stop, nothing loaded.
+    four = Trainer(_recipe(1), tmp_path / "four", torch.device("cpu"), math.inf, math.inf)
+    with pytest.raises(SystemExit, match="8 latent channels, this recipe 4"):
+        four.init_from(folder)
+    assert four.state["stage"] == "ae"
 
 
 def test_relation_targets_name_each_captions_relation_from_its_relation_word_on():

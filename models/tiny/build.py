@@ -122,18 +122,21 @@ def build_text_encoder(vocab_size: int) -> Gemma2Model:
     return Gemma2Model(Gemma2Config(vocab_size=vocab_size, **TEXT_ENCODER))
 
 
-def build_transformer(layers: int = 0) -> torch.nn.Module:
-    """The miniature SanaTransformer2DModel; `layers` blocks (0: TRANSFORMER's)."""
+def build_transformer(layers: int = 0, latent_channels: int = LATENT_CHANNELS) -> torch.nn.Module:
+    """The miniature SanaTransformer2DModel; `layers` blocks (0: TRANSFORMER's), reading and
+    writing `latent_channels` latent channels."""
     from diffusers import SanaTransformer2DModel
 
-    config = dict(TRANSFORMER, num_layers=layers or TRANSFORMER["num_layers"])
+    config = dict(TRANSFORMER, num_layers=layers or TRANSFORMER["num_layers"],
+                  in_channels=latent_channels, out_channels=latent_channels)
     return SanaTransformer2DModel(**config)
 
 
-def build_vae() -> torch.nn.Module:
+def build_vae(latent_channels: int = LATENT_CHANNELS) -> torch.nn.Module:
+    """The miniature AutoencoderDC, with `latent_channels` latent channels."""
     from diffusers import AutoencoderDC
 
-    return AutoencoderDC(**VAE)
+    return AutoencoderDC(**dict(VAE, latent_channels=latent_channels))
 
 
 def knows() -> str:
