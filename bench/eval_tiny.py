@@ -143,10 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                       if k in result}, indent=2))
     if args.grid:
         per_row = 8
-        picked = []
-        for category in CATEGORIES:
-            index = [i for i, (_, c) in enumerate(prompts) if c.category == category][:per_row]
-            picked += [images[i] for i in index]
+        picked = [images[i] for i in quality.subset_indices(prompts, per_row)]
         grid(picked, per_row).save(args.grid, optimize=True)
         print(f"grid: {args.grid}")
 

@@ -282,11 +282,8 @@ def test_shipped_model_meets_the_bar_on_held_out_prompts(shipped_pipe):
     # among the 160), so these are the images of the README's grid and of `bench.eval_tiny`.
     # (Twenty prompts with seeds 0..19 were too few to stand for the bar: they scored 0.800
     # where all 160 score 0.688.)
-    from models.tiny.scenes import CATEGORIES
-
     everything = quality.held_out()
-    seeds = [i for category in CATEGORIES for i in [
-        i for i, (_, c) in enumerate(everything) if c.category == category][:SHIPPED_PER_CATEGORY]]
+    seeds = quality.subset_indices(everything, SHIPPED_PER_CATEGORY)
     prompts = [everything[i] for i in seeds]
     assert prompts == quality.held_out(SHIPPED_PER_CATEGORY)
     scores, _, _ = quality.score(shipped_pipe, prompts, _shipped_sampler(), seeds=seeds)

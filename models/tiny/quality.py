@@ -45,14 +45,20 @@ class Sampler:
                    tuple(family.guidance_interval), family.contrast)
 
 
+def subset_indices(prompts: list[tuple[str, Composition]], per_category: int) -> list[int]:
+    """Where in `prompts` the first `per_category` prompts of each category are, category by
+    category, keeping their order."""
+    chosen = []
+    for category in CATEGORIES:
+        chosen += [i for i, (_, c) in enumerate(prompts) if c.category == category][:per_category]
+    return chosen
+
+
 def subset(
     prompts: list[tuple[str, Composition]], per_category: int
 ) -> list[tuple[str, Composition]]:
     """The first `per_category` prompts of each category, keeping their order."""
-    chosen = []
-    for category in CATEGORIES:
-        chosen += [p for p in prompts if p[1].category == category][:per_category]
-    return chosen
+    return [prompts[i] for i in subset_indices(prompts, per_category)]
 
 
 def validation_prompts(per_category: int, seed: int = 99) -> list[tuple[str, Composition]]:
