@@ -844,18 +844,19 @@ class Trainer:
         only as it learns."""
         classes = len(SHAPES) + 1 + len(COLOURS) + 1
         inner = build.TRANSFORMER["num_attention_heads"] * build.TRANSFORMER["attention_head_dim"]
-        head = torch.nn.Linear(inner, build.PATCH_SIZE**2 * classes)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-        return head.to(self.device)
+        return self._zeroed(inner, build.PATCH_SIZE**2 * classes)
 
     def _probe(self, classes: int) -> torch.nn.Linear:
         """A probe on the text encoder: per caption token, logits over `classes` (the four
         relations, or the counts 1 to 4); zero-initialised."""
-        probe = torch.nn.Linear(build.TEXT_ENCODER["hidden_size"], classes)
-        torch.nn.init.zeros_(probe.weight)
-        torch.nn.init.zeros_(probe.bias)
-        return probe.to(self.device)
+        return self._zeroed(build.TEXT_ENCODER["hidden_size"], classes)
+
+    def _zeroed(self, inputs: int, outputs: int) -> torch.nn.Linear:
+        """A linear layer on this run's device with weight and bias zero."""
+        layer = torch.nn.Linear(inputs, outputs)
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+        return layer.to(self.device)
 
     @staticmethod
     def _probe_loss(probe: torch.nn.Linear, text: torch.Tensor, target: torch.Tensor,
