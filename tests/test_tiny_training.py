@@ -647,3 +647,85 @@ def test_a_high_noise_share_without_its_scenes_stops_with_a_clear_error(tmp_path
     with pytest.raises(SystemExit, match=message):
         trainer.train_transformer(resume=False)
     assert not checkpoint.has_tensors(tmp_path / "run" / "checkpoint", "dit")
+
+
+def test_a_wider_recipe_widens_the_folder_it_starts_from_without_changing_what_it_draws(
+        tmp_path):
+    from diffusers import AutoencoderDC, SanaTransformer2DModel
+
+    from models.tiny import train
+    from runtime import Engine, GenerationRequest
+
+    wide = RECIPES["cpu-deep12-wide"]
+    assert wide.latent_channels == 8 and wide.ae_anchor > 0
+    recipe = dataclasses.replace(
+        wide, ae_steps=2, ae_batch=2, ae_crop=32, ae_eval_every=1000, ae_check_per_category=1,
+        scenes=8, dit_batch=4, dit_steps=wide.dit_start + 2, dit_schedule_steps=0, warmup=1,
+        eval_every=1000, eval_per_category=1, gap_scenes=2, checkpoint_every=1,
+        sampler_steps=2, sampler_per_category=1)
+    trainer = Trainer(recipe, tmp_path / "wide", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    assert trainer.state["stage"] == "ae" and trainer.state["widened_from"] == 4
+    vae = AutoencoderDC.from_pretrained(SHIPPED / "vae").float().eval()
+    shipped = SanaTransformer2DModel.from_pretrained(SHIPPED / "transformer").float().eval()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        before = vae.encode(images).latent
+        after = trainer.vae.eval().encode(images).latent
+        assert after.shape[1] == 8
+        assert torch.allclose(after[:, :4], before, atol=1e-4)
+        # The decoder reads the first channels as the folder's did, whatever the new ones hold.
+        anything = torch.cat([before, 5 * torch.randn(2, 4, 8, 8, generator=gen)], 1)
+        assert torch.allclose(trainer.vae.decode(anything).sample, vae.decode(before).sample,
+                              atol=1e-4)
+        # The transformer predicts the first channels as the folder's did and 0 for the new.
+        x = torch.randn(2, 8, 32, 32, generator=gen)
+        kwargs = dict(encoder_hidden_states=torch.randn(2, 6, 128, generator=gen),
+                      encoder_attention_mask=torch.ones(2, 6),
+                      timestep=torch.tensor([300.0, 900.0]))
+        out = trainer.transformer.eval()(x, **kwargs).sample
+        assert torch.allclose(out[:, :4], shipped(x[:, :4], **kwargs).sample, atol=1e-5)
+        assert float(out[:, 4:].abs().max()) == 0
+    # The autoencoder stage, then a stop; resumed, the run goes on to a folder the runtime
+    # generates from.
+    assert train.run_stages(trainer, resume=False, ae_only=True) == "dit"
+    drifts = [e["drift"] for e in trainer.state["log"] if e.get("stage") == "ae"]
+    assert drifts and all(0 <= d < 1 for d in drifts)
+    resumed = Trainer(recipe, tmp_path / "wide", torch.device("cpu"), math.inf, math.inf)
+    resumed.load()
+    assert train.run_stages(resumed, resume=True) == "done"
+    folder = tmp_path / "wide" / "linea-tiny"
+    assert json.loads((folder / "vae" / "config.json").read_text())["latent_channels"] == 8
+    result = Engine(folder, device="cpu").generate(GenerationRequest("a red circle", seed=1),
+                                                  previews=False)
+    assert result.images[0].size == (256, 256)
+    # Widening only goes to a multiple of the folder's count.
+    six = Trainer(dataclasses.replace(recipe, latent_channels=6), tmp_path / "six",
+                  torch.device("cpu"), math.inf, math.inf)
+    with pytest.raises(SystemExit, match="4 latent channels, this recipe 6"):
+        six.init_from(SHIPPED)
+    with pytest.raises(ValueError, match="cannot widen 4 latent channels to 6"):
+        train.widen_autoencoder(vae, 6, gen)
+
+
+def test_a_widened_run_stopped_in_its_autoencoder_stage_needs_the_folder_it_widened(tmp_path):
+    wide = RECIPES["cpu-deep12-wide"]
+    recipe = dataclasses.replace(wide, ae_steps=4, ae_batch=2, ae_crop=32, ae_eval_every=1000,
+                                 checkpoint_every=1)
+    folder = tmp_path / "folder"
+    shutil.copytree(SHIPPED, folder)
+    trainer = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(folder)
+    trainer.deadline = 0  # out of time at once: checkpointed at step 0 of the autoencoder
+    trainer.train_autoencoder(resume=False)
+    assert trainer.state["stage"] == "ae"
+    resumed = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    resumed.load()
+    assert resumed.anchor is not None  # the folder's autoencoder anchors the rest of the stage
+    assert torch.equal(resumed.anchor.encoder.conv_out.weight,
+                       trainer.anchor.encoder.conv_out.weight)
+    shutil.rmtree(folder)
+    again = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
+    with pytest.raises(SystemExit, match="which is gone"):
+        again.load()
