@@ -414,15 +414,15 @@ RECIPES["cpu-deep12-wide"] = dataclasses.replace(
     ae_lr=1e-3, ae_anchor=1.0, ae_eval_every=500, scenes=16000, scenes_seed=11,
     dit_start=107000, dit_steps=110500, dit_schedule_steps=110500, dit_decay=1000 / 110500)
 
-# cpu-deep12-wide's folder (110,500) continued 5,000 steps (-> 115,500) on the same seed-11 scenes
-# (`--scenes-from` its run), LR 5e-4 decaying over the last 1,500, EMA 0.999: the widened
+# cpu-deep12-wide's folder (110,500) continued 5,000 steps (-> 115,500) on 16,000 scenes never
+# drawn (seed 12), LR 5e-4 decaying over the last 1,500, EMA 0.999: the widened
 # transformer had 3,500 steps to learn 4 new channels (mean loss per 1,000 steps 1.09, 1.10,
 # 1.02; 1.05 over the last 500). Rule set
 # before the run: its folder ships if, on 160 new validation prompts (prompt seed 163), it scores
 # more than 2 prompts above the shipped folder, and not below it on 160 more (seed 167).
 RECIPES["cpu-deep12-wide-more"] = dataclasses.replace(
-    RECIPES["cpu-deep12-wide"], dit_start=110500, dit_steps=115500, dit_schedule_steps=115500,
-    dit_decay=1500 / 115500)
+    RECIPES["cpu-deep12-wide"], scenes_seed=12, dit_start=110500, dit_steps=115500,
+    dit_schedule_steps=115500, dit_decay=1500 / 115500)
 
 RECIPES["cpu-deep12-cnt"] = dataclasses.replace(
     RECIPES["cpu-deep12-lay"], dit_start=107000, dit_steps=112000, dit_schedule_steps=112000,
