@@ -105,8 +105,9 @@ class Recipe:
     # Latent channels of the autoencoder (and so the transformer's input and output). Two
     # autoencoders trained from scratch side by side with the first stage's recipe reconstructed
     # the held-out compositions at 0.792 with 4 channels and 0.863 with 8 (the shipped one, 4
-    # channels: 0.821); the shipped folder has 4, and a folder of another count cannot be
-    # continued (`--init-from`) by a recipe of this one.
+    # channels: 0.821); the shipped folder has 4. A recipe continues (`--init-from`) a folder of
+    # its own count, or widens one whose count divides its own (`ae_anchor` below); fewer or
+    # another count is refused.
     latent_channels: int = build.LATENT_CHANNELS
     # A recipe with more latent channels than its `--init-from` folder widens that folder's
     # autoencoder and transformer (`widen_autoencoder`, `widen_transformer`: both start by
@@ -1023,7 +1024,7 @@ class Trainer:
         and AdamW starts fresh, at step `dit_start`."""
         config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
         have, want = config.get("latent_channels"), self.recipe.latent_channels
-        if not isinstance(have, int) or have > want or want % have:
+        if not isinstance(have, int) or have < 1 or have > want or want % have:
             raise SystemExit(f"{folder} has an autoencoder with {have} latent channels, this "
                              f"recipe {want}: a transformer cannot continue on other latents "
                              "(a folder can only be widened to a multiple of its count); start "
