@@ -41,9 +41,14 @@ def load_tensors(folder: Path, stem: str) -> dict[str, torch.Tensor]:
     shards = sorted(folder.glob(f"{stem}-*.safetensors"))
     if not shards:
         raise CheckpointError(f"no {stem}-*.safetensors in {folder}; train from scratch first")
+    return merged(shards)
+
+
+def merged(files: list[Path]) -> dict[str, torch.Tensor]:
+    """The tensors of several safetensors files in one dict (never unpickles)."""
     tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        tensors.update(load_file(shard))
+    for file in files:
+        tensors.update(load_file(file))
     return tensors
 
 

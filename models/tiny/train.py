@@ -1137,15 +1137,10 @@ def grow_blocks(weights: dict[str, torch.Tensor], layers: int) -> dict[str, torc
 
 def _folder_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
     """All safetensors weights of one part ("vae", "transformer", ...) of a written folder."""
-    from safetensors.torch import load_file
-
     files = sorted((folder / part).glob("*.safetensors"))
     if not files:
         raise SystemExit(f"{folder / part} has no safetensors weights")
-    weights: dict[str, torch.Tensor] = {}
-    for file in files:
-        weights.update(load_file(file))
-    return weights
+    return checkpoint.merged(files)
 
 
 @torch.no_grad()
