@@ -729,3 +729,52 @@ def test_a_widened_run_stopped_in_its_autoencoder_stage_needs_the_folder_it_wide
     again = Trainer(recipe, tmp_path / "run", torch.device("cpu"), math.inf, math.inf)
     with pytest.raises(SystemExit, match="which is gone"):
         again.load()
+
+
+def test_balancing_rescales_the_new_latent_channels_to_the_old_ones_spread_and_draws_the_same(
+        tmp_path):
+    from models.tiny import train
+    from runtime import Engine, GenerationRequest
+
+    # An 8-channel folder: the shipped one widened and written as it starts.
+    widening = Trainer(dataclasses.replace(RECIPES["cpu-deep12-wide"], ae_steps=0),
+                       tmp_path / "widen", torch.device("cpu"), math.inf, math.inf)
+    widening.init_from(SHIPPED)
+    widening.ema = torch.nn.ModuleDict({"text_encoder": widening.text_encoder,
+                                        "transformer": widening.transformer})
+    folder = widening.export()
+    bal = RECIPES["cpu-deep12-wide-bal"]
+    assert bal.balance_channels == 4 and bal.latent_channels == 8
+    recipe = dataclasses.replace(
+        bal, scenes=8, dit_batch=4, dit_steps=bal.dit_start + 2, dit_schedule_steps=0, warmup=1,
+        eval_every=1000, eval_per_category=1, gap_scenes=2, checkpoint_every=1000,
+        sampler_steps=2, sampler_per_category=1)
+    trainer = Trainer(recipe, tmp_path / "bal", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(folder)
+    factors = torch.tensor(trainer.state["balanced"])
+    assert torch.equal(factors[:4], torch.ones(4))
+    assert bool((factors[4:] > 1.5).all())  # the widened channels started at a tenth
+    # Measured again on the same scenes, the balanced channels spread like the old ones.
+    again = trainer._balance(4)
+    assert torch.allclose(again, torch.ones(8), atol=1e-3), again
+    # Same images: the balanced latents are the folder's scaled, and decode to the same.
+    written = trainer._folder_vae(folder, 8)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        before = written.encode(images).latent
+        after = trainer.vae.eval().encode(images).latent
+        assert torch.allclose(after, before * factors[None, :, None, None], atol=1e-4)
+        assert torch.allclose(trainer.vae.decode(after).sample, written.decode(before).sample,
+                              atol=1e-4)
+    assert train.run_stages(trainer, resume=False) == "done"
+    result = Engine(tmp_path / "bal" / "linea-tiny", device="cpu").generate(
+        GenerationRequest("a red circle", seed=1), previews=False)
+    assert result.images[0].size == (256, 256)
+    # Every channel balanced leaves none to match: a clear stop.
+    every = Trainer(dataclasses.replace(recipe, balance_channels=8), tmp_path / "every",
+                    torch.device("cpu"), math.inf, math.inf)
+    with pytest.raises(SystemExit, match="balance_channels=8: give fewer than"):
+        every.init_from(folder)
+    with pytest.raises(ValueError, match="give 8 positive factors"):
+        train.balance_autoencoder(trainer.vae, torch.tensor([1.0, -1.0] * 4))
