@@ -778,3 +778,19 @@ def test_balancing_rescales_the_new_latent_channels_to_the_old_ones_spread_and_d
         every.init_from(folder)
     with pytest.raises(ValueError, match="give 8 positive factors"):
         train.balance_autoencoder(trainer.vae, torch.tensor([1.0, -1.0] * 4))
+
+
+def test_a_killed_run_keeps_the_seconds_its_checkpointed_steps_took(tmp_path):
+    recipe = dataclasses.replace(_recipe(2), checkpoint_every=1, eval_every=2)
+    trainer = Trainer(recipe, tmp_path, torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+
+    def killed(step):
+        raise KeyboardInterrupt  # the run dies after its first step's checkpoint
+
+    trainer.evaluate = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_transformer(resume=False)
+    state = checkpoint.load_state(tmp_path / "checkpoint")
+    assert state["dit_step"] == START + 1
+    assert state["seconds"]["dit"] > 0

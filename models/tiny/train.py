@@ -613,6 +613,8 @@ class Trainer:
                 extra = {} if self.anchor is None else {"drift": drift.item()}
                 self.log(stage="ae", step=step, loss=loss.item(), **extra)
             if step % r.checkpoint_every == 0:
+                self._add_seconds("ae", started)
+                started = time.monotonic()
                 self.state["ae_step"] = step
                 self.save(ae_opt=opt)
             if step % r.ae_eval_every == 0 and step < r.ae_steps:
@@ -852,6 +854,10 @@ class Trainer:
                 self.evaluate(step)
                 modules.train()
             if step % r.checkpoint_every == 0:
+                # The time so far goes into the checkpoint too: a run killed later still counts
+                # what the steps it keeps took.
+                self._add_seconds("dit", started)
+                started = time.monotonic()
                 self.state["dit_step"] = step
                 self.save(modules=modules, dit_opt=opt)
         if hook is not None:
