@@ -65,6 +65,15 @@ def _small_stage(base):
     return recipe
 
 
+def _assert_the_runtime_draws_from(folder: Path) -> None:
+    """A written folder loads through Linea's runtime and draws an image at its native size."""
+    from runtime import Engine, GenerationRequest
+
+    result = Engine(folder, device="cpu").generate(GenerationRequest("a red circle", seed=1),
+                                                  previews=False)
+    assert result.images[0].size == (256, 256)
+
+
 def _exported(recipe, out: Path) -> Path:
     """The folder a run's checkpoint exports."""
     trainer = Trainer(recipe, out, torch.device("cpu"), math.inf, math.inf)
@@ -423,7 +432,6 @@ def test_the_gpu_recipe_from_scratch_builds_the_shipped_folders_transformer_on_8
 def test_a_recipe_with_8_latent_channels_trains_from_scratch_into_a_folder_the_runtime_runs(
         tmp_path):
     from models.tiny import train
-    from runtime import Engine, GenerationRequest
 
     recipe = dataclasses.replace(
         RECIPES["cpu"], ae_steps=2, ae_schedule_steps=0, ae_batch=2, ae_crop=32,
@@ -438,9 +446,7 @@ def test_a_recipe_with_8_latent_channels_trains_from_scratch_into_a_folder_the_r
     transformer = json.loads((folder / "transformer" / "config.json").read_text())
     assert vae["latent_channels"] == 8
     assert transformer["in_channels"] == transformer["out_channels"] == 8
-    result = Engine(folder, device="cpu").generate(GenerationRequest("a red circle", seed=1),
-                                                  previews=False)
-    assert result.images[0].size == (256, 256)
+    _assert_the_runtime_draws_from(folder)
     # A stage cannot continue a folder of another latent count: a clear stop, nothing loaded.
     four = Trainer(_recipe(1), tmp_path / "four", torch.device("cpu"), math.inf, math.inf)
     with pytest.raises(SystemExit, match="8 latent channels, this recipe 4"):
@@ -654,7 +660,6 @@ def test_a_wider_recipe_widens_the_folder_it_starts_from_without_changing_what_i
     from diffusers import AutoencoderDC, SanaTransformer2DModel
 
     from models.tiny import train
-    from runtime import Engine, GenerationRequest
 
     wide = RECIPES["cpu-deep12-wide"]
     assert wide.latent_channels == 8 and wide.ae_anchor > 0
@@ -697,9 +702,7 @@ def test_a_wider_recipe_widens_the_folder_it_starts_from_without_changing_what_i
     assert train.run_stages(resumed, resume=True) == "done"
     folder = tmp_path / "wide" / "linea-tiny"
     assert json.loads((folder / "vae" / "config.json").read_text())["latent_channels"] == 8
-    result = Engine(folder, device="cpu").generate(GenerationRequest("a red circle", seed=1),
-                                                  previews=False)
-    assert result.images[0].size == (256, 256)
+    _assert_the_runtime_draws_from(folder)
     # Widening only goes to a multiple of the folder's count.
     six = Trainer(dataclasses.replace(recipe, latent_channels=6), tmp_path / "six",
                   torch.device("cpu"), math.inf, math.inf)
@@ -734,7 +737,6 @@ def test_a_widened_run_stopped_in_its_autoencoder_stage_needs_the_folder_it_wide
 def test_balancing_rescales_the_new_latent_channels_to_the_old_ones_spread_and_draws_the_same(
         tmp_path):
     from models.tiny import train
-    from runtime import Engine, GenerationRequest
 
     # An 8-channel folder: the shipped one widened and written as it starts.
     widening = Trainer(dataclasses.replace(RECIPES["cpu-deep12-wide"], ae_steps=0),
@@ -768,9 +770,7 @@ def test_balancing_rescales_the_new_latent_channels_to_the_old_ones_spread_and_d
         assert torch.allclose(trainer.vae.decode(after).sample, written.decode(before).sample,
                               atol=1e-4)
     assert train.run_stages(trainer, resume=False) == "done"
-    result = Engine(tmp_path / "bal" / "linea-tiny", device="cpu").generate(
-        GenerationRequest("a red circle", seed=1), previews=False)
-    assert result.images[0].size == (256, 256)
+    _assert_the_runtime_draws_from(tmp_path / "bal" / "linea-tiny")
     # Every channel balanced leaves none to match: a clear stop.
     every = Trainer(dataclasses.replace(recipe, balance_channels=8), tmp_path / "every",
                     torch.device("cpu"), math.inf, math.inf)
