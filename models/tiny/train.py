@@ -123,6 +123,8 @@ class Recipe:
     # ones' spread, so the flow loss, the same noise on every channel, all but ignored them: after
     # 8,500 steps the transformer's squared error on them was still 0.66-0.88 against 1.1 for
     # predicting zero (0.07-0.39 on the old channels) and the images kept their noise as grain.
+    # Balanced (`cpu-deep12-wide-bal`), they proved mostly fine detail the transformer predicts
+    # poorly, and its error on the old channels rose: not shipped (models/tiny/README.md).
     balance_channels: int = 0
     caption_dropout: float = 0.1  # empty caption: the unconditional branch for guidance
     flow_shift: float = 2.0
