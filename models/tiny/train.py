@@ -724,17 +724,24 @@ class Trainer:
         size = build.NATIVE_SIZE // build.VAE_COMPRESSION
         return label_maps([e.scene for e in examples], size).to(torch.uint8)
 
+    @torch.no_grad()
+    def _encoded(self, scenes: list):
+        """(rendered images in [0, 1], their latents before the scaling factor, fp32) for
+        `scenes`, chunk by chunk, through the autoencoder in eval mode."""
+        self.vae.eval()
+        chunk = 256 if self.device.type == "cuda" else 64
+        for i in range(0, len(scenes), chunk):
+            images = render_batch(scenes[i : i + chunk], build.NATIVE_SIZE, self.device,
+                                  chunk=chunk)
+            with self.autocast:
+                yield images, self.vae.encode(images * 2 - 1).latent.float()
+
     def _encode_scenes(self) -> tuple[torch.Tensor, ...]:
         started = time.monotonic()
         examples = self._examples()
         latents, objects = [], []
-        self.vae.eval()
-        chunk = 256 if self.device.type == "cuda" else 64
-        for i in range(0, len(examples), chunk):
-            images = render_batch([e.scene for e in examples[i : i + chunk]], build.NATIVE_SIZE,
-                                  self.device, chunk=chunk)
-            with self.autocast:
-                latents.append(self.vae.encode(images * 2 - 1).latent.float())
+        for images, z in self._encoded([e.scene for e in examples]):
+            latents.append(z)
             objects.append(F.max_pool2d(_object_pixels(images), build.VAE_COMPRESSION))
         latents = torch.cat(latents)
         if "scaling_factor" not in self.state:
@@ -1078,7 +1085,6 @@ class Trainer:
         if self.recipe.balance_channels:
             factors = self._balance(self.recipe.balance_channels)
             self.vae.load_state_dict(balance_autoencoder(self.vae, factors).state_dict())
-            self.state["balanced"] = [round(f, 4) for f in factors.tolist()]
         sampler = quality.Sampler.of_folder(folder)
         stage = "ae" if widen and self.recipe.ae_steps else "dit"
         self.state.update(stage=stage, ae_step=0 if stage == "ae" else self.recipe.ae_steps,
@@ -1099,13 +1105,8 @@ class Trainer:
             raise SystemExit(f"balance_channels={last}: give fewer than the autoencoder's "
                              f"{channels} latent channels, so some are left to match")
         scenes = [e.scene for e in self._examples()[:count]]
-        self.vae.eval()
-        spread = []
-        with torch.no_grad():
-            for i in range(0, len(scenes), 64):
-                images = render_batch(scenes[i : i + 64], build.NATIVE_SIZE, self.device, chunk=64)
-                spread.append(self.vae.encode(images * 2 - 1).latent.float().cpu())
-        std = torch.cat(spread).std(dim=(0, 2, 3))
+        latents = [z.cpu() for _, z in self._encoded(scenes)]
+        std = torch.cat(latents).std(dim=(0, 2, 3))
         factors = torch.ones(channels)
         factors[-last:] = std[:-last].mean() / std[-last:].clamp_min(1e-6)
         self.log(stage="balance", spread=[round(v, 4) for v in std.tolist()],
