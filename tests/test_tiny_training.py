@@ -734,6 +734,48 @@ def test_a_widened_run_stopped_in_its_autoencoder_stage_needs_the_folder_it_wide
         again.load()
 
 
+def test_smoothing_keeps_the_widened_channels_smoother_than_the_plain_widening(tmp_path):
+    smooth = RECIPES["cpu-deep12-smooth"]
+    assert smooth.ae_smooth > 0 and smooth.ae_anchor > 0 and smooth.latent_channels == 8
+    gen = torch.Generator().manual_seed(3)
+    trainer = Trainer(smooth, tmp_path / "probe", torch.device("cpu"), math.inf, math.inf)
+    trainer.init_from(SHIPPED)
+    # The measure: 0 for a field constant over the cells, about 1 for independent cells; the
+    # channels the folder had do not count.
+    flat = torch.randn(64, 8, 1, 1, generator=gen).expand(64, 8, 6, 6)
+    noise = torch.randn(64, 8, 6, 6, generator=gen)
+    assert float(trainer._roughness(flat)) == pytest.approx(0, abs=1e-6)
+    assert float(trainer._roughness(noise)) == pytest.approx(1, abs=0.1)
+    assert float(trainer._roughness(torch.cat([noise[:, :4], flat[:, 4:]], 1))) < 1e-6
+
+    def widened(weight: float):
+        recipe = dataclasses.replace(
+            smooth, ae_smooth=weight, ae_steps=12, ae_batch=8, ae_crop=64, warmup=1,
+            ae_eval_every=1000, ae_check_per_category=1, checkpoint_every=1000)
+        run = Trainer(recipe, tmp_path / str(weight), torch.device("cpu"), math.inf, math.inf)
+        run.init_from(SHIPPED)
+        run.deadline = math.inf
+        run.ae_deadline = math.inf
+        run.check_autoencoder = lambda step: {}  # the held-out check is not what this reads
+        run.train_autoencoder(resume=False)
+        assert run.state["stage"] == "dit"
+        return run
+
+    plain, smoothed = widened(0.0), widened(10.0)
+    roughs = [e["rough"] for e in smoothed.state["log"] if e.get("stage") == "ae"]
+    assert roughs and "rough" not in plain.state["log"][-1]
+    crops = trainer._ae_crops(torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        measured = [float(t._roughness(t.vae.eval().encode(crops).latent))
+                    for t in (plain, smoothed)]
+    assert measured[1] < 0.5 * measured[0], measured
+    # Only a widened run has new channels to smooth.
+    same = Trainer(dataclasses.replace(smooth, latent_channels=4, ae_steps=1), tmp_path / "same",
+                   torch.device("cpu"), math.inf, math.inf)
+    with pytest.raises(SystemExit, match="ae_smooth smooths the latent channels"):
+        same.train_autoencoder(resume=False)
+
+
 def test_balancing_rescales_the_new_latent_channels_to_the_old_ones_spread_and_draws_the_same(
         tmp_path):
     from models.tiny import train
