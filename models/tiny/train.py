@@ -116,12 +116,15 @@ class Recipe:
     # folder's latents (squared, relative to the latents' own), so the transformer, which knows
     # those, has only the new channels to learn.
     ae_anchor: float = 0.0
-    # Weight, with `ae_anchor`, on the roughness of the widened autoencoder's new channels: the
-    # squared difference of neighbouring latent cells over twice the channels' variance (1 for
-    # cells drawn independently, 0 for a constant). Widened without it, the new channels came
-    # out almost all fine detail (each cell minus its 3 x 3 neighbourhood's mean 0.93-1.01 of
-    # their spread, 0.32-0.40 for the old channels), which the transformer predicts poorly and
-    # left as grain, while the decoder takes only their coarse part (models/tiny/README.md).
+    # Weight, with `ae_anchor`, on how much rougher each of the widened autoencoder's new
+    # channels is than the old channels' mean (`Trainer._roughness`: the squared difference of
+    # neighbouring latent cells over twice the channel's variance, 1 for cells drawn
+    # independently, 0 for a constant; on the training crops, counted above that mean only).
+    # Widened without it, the new channels came out almost all fine detail (roughness 0.91-0.98
+    # over 256 whole scenes, the old channels 0.11-0.26), which the transformer predicts poorly
+    # and left as grain, while the decoder takes only their coarse part. Penalising their own
+    # roughness outright (weight 0.1, no ceiling) made them all but constant over each image
+    # (0.001-0.002) and cost the reconstruction (models/tiny/README.md).
     ae_smooth: float = 0.0
     # With `--init-from`, the last this many latent channels are rescaled (`balance_autoencoder`:
     # the encoder writes them larger, the decoder reads them smaller, so the images are unchanged)
@@ -469,7 +472,7 @@ RECIPES["cpu-deep12-wide-bal"] = dataclasses.replace(
 # run: its folder ships if, on 160 new validation prompts (prompt seed 191), it scores more than
 # 2 prompts above the shipped folder, and not below it on 160 more (seed 193).
 RECIPES["cpu-deep12-smooth"] = dataclasses.replace(
-    RECIPES["cpu-deep12-wide"], ae_smooth=0.1, scenes_seed=14)
+    RECIPES["cpu-deep12-wide"], ae_smooth=1.0, scenes_seed=14)
 
 RECIPES["cpu-deep12-cnt"] = dataclasses.replace(
     RECIPES["cpu-deep12-lay"], dit_start=107000, dit_steps=112000, dit_schedule_steps=112000,
@@ -630,16 +633,17 @@ class Trainer:
                 loss = (weight * (error.abs() + error.pow(2))).mean()
                 loss = loss + 1e-4 * z.float().pow(2).mean()
                 drift = self._drift(x, z)
-                rough = self._roughness(z) if r.ae_smooth else torch.zeros((), device=z.device)
+                excess, rough = (self._excess_roughness(z) if r.ae_smooth
+                                 else (torch.zeros((), device=z.device),) * 2)
             opt.zero_grad(set_to_none=True)
-            (loss + r.ae_anchor * drift + r.ae_smooth * rough).backward()
+            (loss + r.ae_anchor * drift + r.ae_smooth * excess).backward()
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
             opt.step()
             step += 1
             if step % 25 == 0 or step == r.ae_steps:
                 extra = {} if self.anchor is None else {"drift": drift.item()}
                 if r.ae_smooth:
-                    extra["rough"] = rough.item()
+                    extra.update(rough=rough.item(), excess=excess.item())
                 self.log(stage="ae", step=step, loss=loss.item(), **extra)
             if step % r.checkpoint_every == 0:
                 self._add_seconds("ae", started)
@@ -669,15 +673,24 @@ class Trainer:
             before = self.anchor.encode(x).latent.float()
         return (z[:, : before.shape[1]].float() - before).pow(2).mean() / before.pow(2).mean()
 
-    def _roughness(self, z: torch.Tensor) -> torch.Tensor:
-        """Roughness of the latent channels a widened folder's autoencoder (`anchor`) lacked:
-        mean squared difference of horizontally and vertically neighbouring cells over twice
-        those channels' variance (batch and cells), so 1 for independent cells, 0 for smooth."""
-        new = z[:, self.anchor.config.latent_channels :].float()
-        across = (new[..., :, 1:] - new[..., :, :-1]).pow(2).mean()
-        down = (new[..., 1:, :] - new[..., :-1, :]).pow(2).mean()
-        variance = new.var(dim=(0, 2, 3)).mean().clamp_min(1e-8)
-        return (across + down) / (4 * variance)
+    @staticmethod
+    def _roughness(z: torch.Tensor) -> torch.Tensor:
+        """Per latent channel, the mean squared difference of horizontally and vertically
+        neighbouring cells over twice the channel's variance (batch and cells): 1 for
+        independent cells, 0 for a field constant over each latent."""
+        z = z.float()
+        across = (z[..., :, 1:] - z[..., :, :-1]).pow(2).mean(dim=(0, 2, 3))
+        down = (z[..., 1:, :] - z[..., :-1, :]).pow(2).mean(dim=(0, 2, 3))
+        return (across + down) / (4 * z.var(dim=(0, 2, 3)).clamp_min(1e-8))
+
+    def _excess_roughness(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How much rougher (`_roughness`) the channels a widened folder's autoencoder
+        (`anchor`) lacked are than the mean of its own channels on the same latents, counted
+        per new channel above that mean only; and the new channels' mean roughness."""
+        rough = self._roughness(z)
+        have = self.anchor.config.latent_channels
+        ceiling = rough[:have].mean().detach()
+        return torch.relu(rough[have:] - ceiling).mean(), rough[have:].mean()
 
     def _ae_crops(self, gen: torch.Generator) -> torch.Tensor:
         """`ae_batch` crops in [-1, 1], `ae_crops_per_image` from each freshly rendered scene;
