@@ -735,6 +735,8 @@ def test_a_widened_run_stopped_in_its_autoencoder_stage_needs_the_folder_it_wide
 
 
 def test_smoothing_brings_the_widened_channels_roughness_down_to_the_old_channels(tmp_path):
+    from models.tiny import train
+
     smooth = RECIPES["cpu-deep12-smooth"]
     assert smooth.ae_smooth > 0 and smooth.ae_anchor > 0 and smooth.latent_channels == 8
     gen = torch.Generator().manual_seed(3)
@@ -763,17 +765,18 @@ def test_smoothing_brings_the_widened_channels_roughness_down_to_the_old_channel
     excess, rough = probe._excess_roughness(torch.cat([flat[:, :4], noise[:, 4:]], 1))
     assert float(excess) == pytest.approx(1, abs=0.15) and float(rough) == float(excess)
     assert float(probe._excess_roughness(torch.cat([noise[:, :4], flat[:, 4:]], 1))[0]) == 0
-    crops = probe._ae_crops(torch.Generator().manual_seed(11))
+    crops, whole = probe._ae_crops(torch.Generator().manual_seed(11))
+    assert whole.shape == (train.SMOOTH_SCENES, 3, 256, 256) and crops.shape[-1] == 64
     measured = {}
     for weight in (0.0, 10.0):
         run = widened(weight)
         with torch.no_grad():
-            before = float(run._excess_roughness(run.vae.eval().encode(crops).latent)[0])
+            before = float(run._excess_roughness(run.vae.eval().encode(whole).latent)[0])
         run.vae.train()
         run.train_autoencoder(resume=False)
         assert run.state["stage"] == "dit"
         with torch.no_grad():
-            measured[weight] = float(run._excess_roughness(run.vae.eval().encode(crops).latent)[0])
+            measured[weight] = float(run._excess_roughness(run.vae.eval().encode(whole).latent)[0])
         logged = [e for e in run.state["log"] if e.get("stage") == "ae"]
         assert all(("excess" in e) == (weight > 0) for e in logged)
     assert before > 0.1

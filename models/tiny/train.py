@@ -119,12 +119,13 @@ class Recipe:
     # Weight, with `ae_anchor`, on how much rougher each of the widened autoencoder's new
     # channels is than the old channels' mean (`Trainer._roughness`: the squared difference of
     # neighbouring latent cells over twice the channel's variance, 1 for cells drawn
-    # independently, 0 for a constant; on the training crops, counted above that mean only).
-    # Widened without it, the new channels came out almost all fine detail (roughness 0.91-0.98
-    # over 256 whole scenes, the old channels 0.11-0.26), which the transformer predicts poorly
-    # and left as grain, while the decoder takes only their coarse part. Penalising their own
-    # roughness outright (weight 0.1, no ceiling) made them all but constant over each image
-    # (0.001-0.002) and cost the reconstruction (models/tiny/README.md).
+    # independently, 0 for a constant; read on `SMOOTH_SCENES` whole scenes of each step and
+    # counted above that mean only). Widened without it, the new channels came out almost all
+    # fine detail (roughness 0.91-0.98 over 256 whole scenes, the old channels 0.11-0.26), which
+    # the transformer predicts poorly and left as grain, while the decoder takes only their
+    # coarse part. Penalising their own roughness outright on the training crops (weight 0.1, no
+    # ceiling) made them all but constant over each image (0.001-0.002) and cost the
+    # reconstruction; with the ceiling on the crops, they never exceeded it (models/tiny/README.md).
     ae_smooth: float = 0.0
     # With `--init-from`, the last this many latent channels are rescaled (`balance_autoencoder`:
     # the encoder writes them larger, the decoder reads them smaller, so the images are unchanged)
@@ -564,6 +565,10 @@ def count_targets(ids: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.Ten
     return torch.where(where, count, 0), where
 
 
+# Whole scenes per autoencoder step whose latents `Recipe.ae_smooth` reads.
+SMOOTH_SCENES = 2
+
+
 def _lr(recipe: Recipe, step: int, peak: float, start: int = 0) -> float:
     return peak * min(1.0, (step - start + 1) / recipe.warmup)
 
@@ -617,7 +622,7 @@ class Trainer:
             if self.out_of_time() or time.monotonic() > self.ae_deadline:
                 break
             gen = _generator(r, 1, step, torch.device("cpu"))
-            x = self._ae_crops(gen)
+            x, whole = self._ae_crops(gen)
             for group in opt.param_groups:
                 schedule = r.ae_schedule_steps or r.ae_steps
                 group["lr"] = _lr(r, step, r.ae_lr) * _cosine(step, schedule)
@@ -633,8 +638,11 @@ class Trainer:
                 loss = (weight * (error.abs() + error.pow(2))).mean()
                 loss = loss + 1e-4 * z.float().pow(2).mean()
                 drift = self._drift(x, z)
-                excess, rough = (self._excess_roughness(z) if r.ae_smooth
-                                 else (torch.zeros((), device=z.device),) * 2)
+                # Roughness is read on whole scenes: on the 64-px crops (2 x 2 latent cells)
+                # the widened channels measured no rougher than the old ones while over whole
+                # scenes they were nearly independent from cell to cell.
+                excess, rough = (self._excess_roughness(self.vae.encode(whole).latent)
+                                 if r.ae_smooth else (torch.zeros((), device=z.device),) * 2)
             opt.zero_grad(set_to_none=True)
             (loss + r.ae_anchor * drift + r.ae_smooth * excess).backward()
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
@@ -692,10 +700,11 @@ class Trainer:
         ceiling = rough[:have].mean().detach()
         return torch.relu(rough[have:] - ceiling).mean(), rough[have:].mean()
 
-    def _ae_crops(self, gen: torch.Generator) -> torch.Tensor:
+    def _ae_crops(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`ae_batch` crops in [-1, 1], `ae_crops_per_image` from each freshly rendered scene;
         three in four are centred (with jitter) on an object, which covers a few percent of a
-        whole image, the rest anywhere (backgrounds and edges)."""
+        whole image, the rest anywhere (backgrounds and edges). And the first `SMOOTH_SCENES`
+        of those scenes whole, in [-1, 1]."""
         r = self.recipe
         images_needed = -(-r.ae_batch // r.ae_crops_per_image)
         examples = training_examples(images_needed, int(torch.randint(2**31, (1,), generator=gen)))
@@ -714,7 +723,7 @@ class Trainer:
                 top, left = int(u[2] * (size - side + 1)), int(u[3] * (size - side + 1))
             top, left = min(max(top, 0), size - side), min(max(left, 0), size - side)
             crops.append(images[index, :, top : top + side, left : left + side])
-        return torch.stack(crops) * 2 - 1
+        return torch.stack(crops) * 2 - 1, images[:SMOOTH_SCENES] * 2 - 1
 
     @torch.no_grad()
     def check_autoencoder(self, step: int) -> dict[str, float]:
