@@ -109,6 +109,9 @@ class Family:
     guidance_interval: tuple[float, float] = FULL_INTERVAL
     # linea.json's `contrast_guidance`, for flow-sampled models that ask for it.
     contrast: ContrastGuidance | None = None
+    # linea.json's `candidates`: images drawn per image asked for, the best kept by the
+    # folder's prompt judge (judge/, runtime/judge.py); 1 draws one and needs no judge.
+    candidates: int = 1
 
 
 SANA = Family(
@@ -270,6 +273,17 @@ def contrast_json(contrast: ContrastGuidance) -> dict[str, Any]:
                       for rule in contrast.rules]}
 
 
+MAX_CANDIDATES = 8
+
+
+def candidate_count(value: Any) -> int:
+    """linea.json's `candidates` (or a request's): a whole number from 1 to MAX_CANDIDATES."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CANDIDATES:
+        raise ValueError(f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, "
+                         f"got {value!r}")
+    return value
+
+
 def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
     """linea.json may rename the family and change its defaults (the in-house model does)."""
     fields: dict[str, Any] = {}
@@ -287,6 +301,8 @@ def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
             raise ValueError(f"contrast_guidance applies to flow-sampled models; a "
                              f"{family.label} model is not one, so remove the entry")
         fields["contrast"] = contrast_guidance(overrides["contrast_guidance"])
+    if "candidates" in overrides:
+        fields["candidates"] = candidate_count(overrides["candidates"])
     if "family" in overrides:
         fields["key"] = str(overrides["family"])
         fields["label"] = str(overrides.get("label", overrides["family"]))

@@ -34,6 +34,7 @@ from runtime.output import (
 )
 from runtime.request import (
     ASPECT_PRESETS_1024,
+    MAX_CANDIDATES,
     GenerationRequest,
     Sampler,
     aspect_presets,
@@ -58,6 +59,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ASPECT_PRESETS_1024",
+    "MAX_CANDIDATES",
     "PHOTO_NOTE",
     "CancelToken",
     "CancelledError",

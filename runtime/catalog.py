@@ -41,6 +41,9 @@ class ModelInfo:
     # A ControlNet rides along: the family's own, or a `controlnet/` folder added beside the
     # components of a SANA or SANA-Sprint model (Sprint + ControlNet: sketches in 1-4 steps).
     controlnet: bool = False
+    # A prompt judge (judge/) rides along: the model can draw several candidates per image and
+    # keep the one that shows the prompt best.
+    judge: bool = False
 
     @property
     def size_label(self) -> str:
@@ -112,6 +115,14 @@ def read_facts(path: Path) -> FolderFacts:
             if not component_weight_files(folder):
                 raise ModelFolderError(f"'{folder}' has no .safetensors weights.",
                                        "Copy the complete model folder again.")
+    if family.candidates > 1:
+        judge = path / "judge"
+        if not (judge / "config.json").is_file() or not component_weight_files(judge):
+            raise ModelFolderError(
+                f"'{path / 'linea.json'}' asks for {family.candidates} candidates per image, "
+                f"but the folder has no prompt judge (judge/ with config.json and "
+                f"model.safetensors) to choose among them.",
+                "Copy the complete model folder again, or set \"candidates\" to 1.")
     return FolderFacts(family, index, overrides, configs["transformer"], configs["vae"])
 
 
@@ -144,6 +155,7 @@ def identify(path: Path | str, source: str = "added") -> ModelInfo:
         native_size=facts.native_size,
         max_side=facts.max_side,
         controlnet=facts.family.controlnet or added_controlnet,
+        judge=(path / "judge" / "config.json").is_file(),
     )
 
 

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float)
     gen.add_argument("--negative", default="")
     gen.add_argument("--count", type=int, default=1)
+    gen.add_argument("--candidates", type=int,
+                     help="images drawn per image, the best kept by the model's prompt judge "
+                          "(default: the model's own; 1 keeps the first)")
     gen.add_argument("--sampler", choices=[s.value for s in Sampler])
     gen.add_argument("--no-instruction", action="store_true",
                      help="turn off the complex-human-instruction prompt prefix")
@@ -94,7 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sampler=Sampler(args.sampler) if args.sampler else None,
         complex_human_instruction=False if args.no_instruction else None, model=model.name,
         control_image=str(args.control.resolve()) if args.control else None,
-        control_scale=args.control_scale)
+        control_scale=args.control_scale, candidates=args.candidates)
     outputs = numbered_paths(args.out, max(1, args.count))
     for path in outputs:
         check_writable(path)

@@ -42,6 +42,10 @@ class GenerationResult:
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     latents: torch.Tensor | None = None
+    # For each image, when the model picked among candidates: the judge's score (a logit) of
+    # every candidate, in candidate_seeds order, and which one was kept.
+    candidate_scores: list[tuple[float, ...]] = field(default_factory=list)
+    chosen: list[int] = field(default_factory=list)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -58,7 +62,7 @@ class GenerationResult:
             height=resolved.height, steps=resolved.steps, sampler=resolved.sampler,
             guidance_scale=resolved.guidance_scale,
             complex_human_instruction=resolved.complex_human_instruction,
-            model=self.model.name)
+            model=self.model.name, candidates=resolved.candidates)
         return {
             "format": 1, "version": __version__, "request": request.to_dict(),
             "prompt": resolved.prompt, "negative_prompt": resolved.request.negative_prompt,
@@ -67,11 +71,19 @@ class GenerationResult:
             # the model's (linea.json); another tool reading "CFG scale" guides every step
             "guidance_interval": list(self.model.family.guidance_interval),
             **self._contrast_record(),
+            **self._candidate_record(index),
             "seed": seed, "width": resolved.width, "height": resolved.height,
             "model": self.model.name, "family": self.model.family.key,
             "precision": self.precision, "plan": self.plan.value, "device": self.device,
             "seconds": round(self.timings.get("total_s", 0.0) / max(1, len(self.images)), 3),
         }
+
+    def _candidate_record(self, index: int) -> dict[str, Any]:
+        """How many candidates the judge chose among, which it kept and their scores."""
+        if self.resolved.candidates == 1 or index >= len(self.chosen):
+            return {"candidates": 1}
+        return {"candidates": self.resolved.candidates, "chosen_candidate": self.chosen[index],
+                "candidate_scores": [round(v, 3) for v in self.candidate_scores[index]]}
 
     def _contrast_record(self) -> dict[str, Any]:
         """What contrast guidance steered this image away from (nothing when it did not)."""
@@ -90,6 +102,7 @@ class _Components:
     vae: Any = None
     scheduler: Any = None
     controlnet: Any = None
+    judge: Any = None
 
 
 class Engine:
@@ -240,10 +253,17 @@ class Engine:
                else family.complex_human_instruction)
         contrast = (family.contrast.contrast(prompt)
                     if family.contrast is not None and sampler.value in FLOW_SAMPLERS else None)
+        candidates = request.candidates if request.candidates is not None else family.candidates
+        if candidates > 1 and not self.model.judge:
+            raise req.RequestError(
+                f"The model {self.model.name} has no prompt judge, so it cannot pick the best of "
+                f"{candidates} candidates.",
+                "Ask for 1 candidate per image, or pick a model with a judge/ folder.")
         return ResolvedRequest(request, prompt, width, height, steps, float(guidance), sampler,
                                bool(chi), req.image_seeds(request.seed, request.count),
                                contrast_prompt=contrast[0] if contrast else None,
-                               contrast_scale=contrast[1] if contrast else 0.0)
+                               contrast_scale=contrast[1] if contrast else 0.0,
+                               candidates=candidates)
 
     def encode(self, text: str, use_instruction: bool, select: bool,
                on_event: EventHandler = ignore_events) -> PromptEmbedding:
@@ -327,8 +347,10 @@ class Engine:
         warnings = self._truncation_warnings(positive, negative)
 
         mark = time.perf_counter()
+        seeds = [s for seed in resolved.seeds
+                 for s in req.candidate_seeds(seed, resolved.candidates)]
         latents = self._denoise(resolved, positive, negative, on_event, cancel, previews,
-                                contrast)
+                                contrast, seeds)
         self._sync()
         timings["denoise_s"] = time.perf_counter() - mark
         if not torch.isfinite(latents).all():
@@ -339,10 +361,41 @@ class Engine:
         images = self._decode(latents, cancel)
         self._sync()
         timings["decode_s"] = time.perf_counter() - mark
+        scores: list[tuple[float, ...]] = []
+        chosen: list[int] = []
+        if resolved.candidates > 1:
+            mark = time.perf_counter()
+            on_event(Event(EventKind.DECODING,
+                           f"Choosing the best of {resolved.candidates} candidates"))
+            scores, chosen = self._judge(resolved.prompt, images, resolved.candidates)
+            step = resolved.candidates
+            images = [images[i * step + k] for i, k in enumerate(chosen)]
+            latents = latents[[i * step + k for i, k in enumerate(chosen)]]
+            timings["judge_s"] = time.perf_counter() - mark
         timings["total_s"] = time.perf_counter() - start
         return GenerationResult(images, resolved, self.model, self.plan,
                                 self.device_info.summary(), self.precision.describe(), timings,
-                                warnings, latents.cpu())
+                                warnings, latents.cpu(), scores, chosen)
+
+    def _judge(self, prompt: str, images: list[Image.Image],
+               candidates: int) -> tuple[list[tuple[float, ...]], list[int]]:
+        """The judge's score of each image against `prompt`, and per group of `candidates`
+        consecutive images the index of the best."""
+        from runtime.judge import load_judge, tokenize
+
+        parts = self._parts
+        if parts.judge is None:
+            parts.judge = load_judge(self.model.path / "judge", self.device)
+        judge = parts.judge
+        pixels = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1)
+                              for im in images]).to(self.device, torch.float32) / 255
+        ids, mask = tokenize(parts.tokenizer, [prompt], judge.config.max_tokens)
+        with torch.inference_mode():
+            logits = judge(pixels, ids.to(self.device).expand(len(images), -1),
+                           mask.to(self.device).expand(len(images), -1)).float().cpu()
+        groups = logits.view(-1, candidates)
+        return ([tuple(float(v) for v in row) for row in groups],
+                [int(k) for k in groups.argmax(dim=1)])
 
     def _truncation_warnings(self, positive: PromptEmbedding,
                              negative: PromptEmbedding | None) -> list[str]:
@@ -363,12 +416,14 @@ class Engine:
 
     def _denoise(self, resolved: ResolvedRequest, positive: PromptEmbedding,
                  negative: PromptEmbedding | None, on_event: EventHandler, cancel: CancelToken,
-                 previews: bool, contrast: PromptEmbedding | None = None) -> torch.Tensor:
+                 previews: bool, contrast: PromptEmbedding | None = None,
+                 seeds: list[int] | None = None) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
 
         parts = self._parts
         transformer = parts.transformer.to(self.device)
-        count = len(resolved.seeds)
+        seeds = list(resolved.seeds) if seeds is None else seeds
+        count = len(seeds)
         dtype = transformer.dtype
         embeds = positive.embeds.expand(count, -1, -1)
         mask = positive.mask.expand(count, -1)
@@ -377,7 +432,7 @@ class Engine:
             mask = torch.cat([negative.mask.expand(count, -1), mask])
         embeds = embeds.to(device=self.device, dtype=dtype)
         mask = mask.to(self.device)
-        generators = [torch.Generator("cpu").manual_seed(s) for s in resolved.seeds]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         scale = self._latent_scale()
         shape = (count, transformer.config.in_channels,
                  resolved.height // scale, resolved.width // scale)

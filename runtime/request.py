@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from models.families import MAX_CANDIDATES
 from runtime.errors import RequestError
 
 MAX_SEED = 2**32 - 1
@@ -79,6 +80,9 @@ class GenerationRequest:
     model: str = ""
     control_image: str | None = None
     control_scale: float = 1.0
+    # Images drawn per image asked for, the best kept by the model's prompt judge; None: the
+    # model's own choice (linea.json), 1: no choosing.
+    candidates: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
@@ -127,6 +131,7 @@ class ResolvedRequest:
     # how hard (the scale of the rule that wrote it).
     contrast_prompt: str | None = None
     contrast_scale: float = 0.0
+    candidates: int = 1
 
 
 def check_size(width: int, height: int, max_side: int) -> None:
@@ -172,9 +177,22 @@ def check_common(request: GenerationRequest) -> str:
     if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= 30.0:
         raise RequestError(f"The guidance scale {request.guidance_scale} is out of range.",
                            "Use a value between 0 and 30; 4.5 is typical.")
+    if request.candidates is not None and (
+            isinstance(request.candidates, bool) or not isinstance(request.candidates, int)
+            or not 1 <= request.candidates <= MAX_CANDIDATES):
+        raise RequestError(f"The candidate count {request.candidates!r} is out of range.",
+                           f"Ask for 1 to {MAX_CANDIDATES} candidates per image (1 draws one "
+                           f"and keeps it).")
     return prompt
 
 
 def image_seeds(seed: int, count: int) -> tuple[int, ...]:
     """Image k of a batch uses seed + k, so any single image can be remade on its own."""
     return tuple((seed + k) % (MAX_SEED + 1) for k in range(count))
+
+
+def candidate_seeds(seed: int, candidates: int) -> tuple[int, ...]:
+    """The seeds drawn for one image when its model picks among `candidates`: the image's own
+    seed first (one candidate is the image without choosing), then seeds far from any batch
+    neighbour's (image k of a batch uses seed + k)."""
+    return tuple((seed + k * 0x9E3779B1) % (MAX_SEED + 1) for k in range(candidates))

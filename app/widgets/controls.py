@@ -24,7 +24,13 @@ from PySide6.QtWidgets import (
 
 from app.widgets.control_box import ControlBox
 from models.families import FULL_INTERVAL, Family
-from runtime import GenerationRequest, ModelInfo, aspect_presets, random_seed
+from runtime import (
+    MAX_CANDIDATES,
+    GenerationRequest,
+    ModelInfo,
+    aspect_presets,
+    random_seed,
+)
 
 CUSTOM = "Custom"
 FIT_NOTES = {True: "Fits this device.",
@@ -159,6 +165,10 @@ class GenerationPanel(QWidget):
         self.count.setRange(1, 16)
         self.count.setAccessibleName("Image count")
         form.addRow("&Count", self.count)
+        self.candidates = QSpinBox()
+        self.candidates.setRange(1, MAX_CANDIDATES)
+        self.candidates.setAccessibleName("Best of")
+        form.addRow("&Best of", self.candidates)
         layout.addLayout(form)
         self.control = ControlBox()
         self.control.setVisible(False)
@@ -228,6 +238,13 @@ class GenerationPanel(QWidget):
         self.steps.setValue(family.default_steps)
         self.guidance.setValue(family.default_guidance)
         self.guidance.setToolTip(guidance_tip(family))
+        self.candidates.setEnabled(model.judge)
+        self.candidates.setValue(family.candidates if model.judge else 1)
+        self.candidates.setToolTip(
+            f"Draw this many images for each one asked for and keep the one the model's prompt "
+            f"judge finds closest to the prompt; each more costs about one image's time. The "
+            f"model's default is {family.candidates}." if model.judge else
+            "This model has no prompt judge, so it draws one image for each one asked for.")
         self._show_note()
         self.width_box.setMaximum(model.max_side)
         self.height_box.setMaximum(model.max_side)
@@ -299,7 +316,8 @@ class GenerationPanel(QWidget):
             seed=int(self.seed.text()), count=count,
             model=model.name if model else "",
             control_image=self.control.path if self.control.isVisible() else None,
-            control_scale=round(self.control.scale.value(), 2))
+            control_scale=round(self.control.scale.value(), 2),
+            candidates=self.candidates.value() if model is not None and model.judge else None)
 
     def apply(self, request: GenerationRequest) -> None:
         """Restore a past request ("use these settings", or a dropped PNG)."""
@@ -319,6 +337,8 @@ class GenerationPanel(QWidget):
         self.seed.setText(str(request.seed))
         self.lock_seed.setChecked(True)
         self.count.setValue(max(1, min(16, request.count)))
+        if request.candidates is not None and self.candidates.isEnabled():
+            self.candidates.setValue(max(1, min(MAX_CANDIDATES, request.candidates)))
         self.control.scale.setValue(request.control_scale)
         if request.control_image and Path(request.control_image).is_file():
             self.control.set_image(Path(request.control_image))

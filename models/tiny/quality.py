@@ -33,6 +33,8 @@ class Sampler:
     interval: tuple[float, float] = FULL_INTERVAL
     # Steer the layout steps away from a rewritten prompt (linea.json's contrast_guidance).
     contrast: ContrastGuidance | None = None
+    # Images drawn per prompt, the best kept by the folder's prompt judge (runtime only).
+    candidates: int = 1
 
     @classmethod
     def of_folder(cls, folder) -> Sampler:
@@ -42,7 +44,7 @@ class Sampler:
 
         family = identify(folder).family
         return cls(int(family.default_steps), float(family.default_guidance),
-                   tuple(family.guidance_interval), family.contrast)
+                   tuple(family.guidance_interval), family.contrast, family.candidates)
 
 
 def subset_indices(prompts: list[tuple[str, Composition]], per_category: int) -> list[int]:
@@ -93,6 +95,10 @@ def generate(
                              f"folder's linea.json")
         return [_through_runtime(pipe, prompt, seed, sampler, size)
                 for prompt, seed in zip(prompts, seeds, strict=True)]
+    if sampler.candidates > 1:
+        raise ValueError(f"the sampler picks among {sampler.candidates} candidates, which only "
+                         f"the runtime's engine does (it loads the folder's judge): pass an "
+                         f"Engine, or a sampler with candidates=1")
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
@@ -183,7 +189,8 @@ def _through_runtime(engine, prompt: str, seed: int, sampler: Sampler, size: int
     request = GenerationRequest(prompt, width=size, height=size, steps=sampler.steps,
                                 guidance_scale=sampler.guidance, seed=seed,
                                 sampler=RuntimeSampler.FLOW_DPM_SOLVER,
-                                complex_human_instruction=False)
+                                complex_human_instruction=False,
+                                candidates=sampler.candidates)
     result = engine.generate(request, previews=False)
     return np.asarray(result.images[0].convert("RGB"))
 

@@ -1,0 +1,337 @@
+"""Train the prompt judge that picks the best of several candidates (runtime/judge.py).
+
+    python -m models.tiny.judge --folder runs/linea-tiny/linea-tiny [--steps 3000] [--seed 0]
+
+The judge learns from rendered training scenes only: each example is a scene with its caption
+(a match), the same scene edited in one way the caption forbids (an object recoloured,
+reshaped, added, removed, moved across the relation or run into another: a mismatch), and the
+scene with a caption edited the same ways (a mismatch). Every edit stays inside the training
+split: no held-out colour-shape pair or relation is ever drawn or written, even as a mismatch.
+Images are softened (blur, noise, contrast) so that the judge reads the decoder's images as well
+as the renderer's. It writes FOLDER/judge (config.json, model.safetensors) and logs its loss and
+its accuracy on a fixed set of fresh examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from models.tiny.captions import caption
+from models.tiny.render import render_batch
+from models.tiny.scenes import (
+    OPPOSITE,
+    SHAPES,
+    Composition,
+    PlacedObject,
+    Scene,
+    _fits,
+    layout,
+)
+from models.tiny.split import HELD_OUT_RELATIONS, training_colours, training_composition
+from runtime.judge import JudgeConfig, PromptJudge, save_judge, tokenize
+
+# Which scene edits each category's mismatches use, and how often.
+SCENE_EDITS = {
+    "single": {"reshape": 4, "add": 4, "remove": 1},
+    "colour": {"recolour": 4, "reshape": 3, "add": 2, "remove": 1},
+    "count": {"add": 4, "remove": 4, "reshape": 1, "recolour": 1},
+    "two_objects": {"reshape": 3, "recolour": 2, "remove": 3, "add": 1, "merge": 2},
+    "position": {"move": 4, "reshape": 2, "recolour": 2, "remove": 2, "merge": 2},
+}
+CAPTION_EDITS = {
+    "single": {"reshape": 3, "count": 2},
+    "colour": {"recolour": 4, "reshape": 3, "count": 1},
+    "count": {"count": 5, "reshape": 1, "recolour": 1},
+    "two_objects": {"reshape": 3, "recolour": 2, "swap_colours": 2},
+    "position": {"relation": 5, "reshape": 2, "recolour": 1, "swap_colours": 1},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeRecipe:
+    steps: int = 3000
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    seed: int = 0
+    check_examples: int = 256
+    check_every: int = 100
+
+
+def _pick(weights: dict[str, int], rng: random.Random) -> str:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _relation_allowed(first: str, relation: str, second: str) -> bool:
+    return ((first, relation, second) not in HELD_OUT_RELATIONS
+            and (second, OPPOSITE[relation], first) not in HELD_OUT_RELATIONS)
+
+
+def _free_spot(placed: list[PlacedObject], radius: float,
+               rng: random.Random) -> tuple[float, float] | None:
+    for _ in range(100):
+        x, y = rng.uniform(radius + 0.02, 0.98 - radius), rng.uniform(radius + 0.02, 0.98 - radius)
+        if _fits([*placed, PlacedObject("circle", "red", x, y, radius)]):
+            return x, y
+    return None
+
+
+def scene_mismatch(composition: Composition, scene: Scene, rng: random.Random) -> Scene | None:
+    """`scene` changed in one way its caption rules out, or None when the edit drawn does not
+    apply (the caller draws again). Objects keep their places unless the edit moves them."""
+    allowed = training_colours()
+    objects = list(scene.objects)
+    groups = [i for i, spec in enumerate(composition.objects) for _ in range(spec.count)]
+    edit = _pick(SCENE_EDITS[composition.category], rng)
+    index = rng.randrange(len(objects))
+    target = objects[index]
+    spec = composition.objects[groups[index]]
+    if edit == "recolour":
+        if spec.colour is None:
+            return None
+        others = [c for c in allowed[target.shape] if c != target.colour]
+        objects[index] = dataclasses.replace(target, colour=rng.choice(others))
+    elif edit == "reshape":
+        named = {s.shape for s in composition.objects}
+        shapes = [s for s in SHAPES if s not in named and target.colour in allowed[s]]
+        if not shapes:
+            return None
+        objects[index] = dataclasses.replace(target, shape=rng.choice(shapes))
+    elif edit == "add":
+        spot = _free_spot(objects, target.radius, rng)
+        if spot is None:
+            return None
+        objects.append(dataclasses.replace(target, x=spot[0], y=spot[1]))
+    elif edit == "remove":
+        if len(objects) == 1 and rng.random() < 0.5:
+            return None  # an empty picture is an easy mismatch; keep it rare
+        del objects[index]
+    elif edit == "move":
+        first, second = objects[0], objects[-1]
+        a, b = composition.objects[0].shape, composition.objects[1].shape
+        if not _relation_allowed(a, OPPOSITE[composition.relation], b):
+            return None
+        objects[0] = dataclasses.replace(first, x=second.x, y=second.y)
+        objects[-1] = dataclasses.replace(second, x=first.x, y=first.y)
+    elif edit == "merge":
+        if len(objects) < 2:
+            return None
+        other = objects[(index + 1) % len(objects)]
+        angle = rng.uniform(0, 2 * math.pi)
+        distance = 0.5 * (target.radius + other.radius)
+        x = min(max(other.x + distance * math.cos(angle), target.radius), 1 - target.radius)
+        y = min(max(other.y + distance * math.sin(angle), target.radius), 1 - target.radius)
+        objects[index] = dataclasses.replace(target, x=x, y=y)
+    return Scene(tuple(objects), scene.background)
+
+
+def caption_mismatch(composition: Composition, rng: random.Random) -> Composition | None:
+    """A composition that differs from `composition` in one thing its caption would say, inside
+    the training split; None when the edit drawn does not apply."""
+    allowed = training_colours()
+    specs = list(composition.objects)
+    edit = _pick(CAPTION_EDITS[composition.category], rng)
+    index = rng.randrange(len(specs))
+    spec = specs[index]
+    if edit == "recolour":
+        if spec.colour is None:
+            return None
+        spec = dataclasses.replace(spec, colour=rng.choice(
+            [c for c in allowed[spec.shape] if c != spec.colour]))
+    elif edit == "reshape":
+        named = {s.shape for s in specs}
+        shapes = [s for s in SHAPES if s not in named
+                  and (spec.colour is None or spec.colour in allowed[s])]
+        spec = dataclasses.replace(spec, shape=rng.choice(shapes))
+    elif edit == "count":
+        counts = [n for n in (spec.count - 1, spec.count + 1) if 1 <= n <= 4]
+        if composition.category == "single" or composition.category == "colour":
+            counts = [2]
+        count = rng.choice(counts)
+        spec = dataclasses.replace(spec, count=count, size=spec.size if count < 3 else None)
+    elif edit == "swap_colours":
+        a, b = specs
+        if a.colour is None or b.colour is None or a.colour == b.colour:
+            return None
+        if b.colour not in allowed[a.shape] or a.colour not in allowed[b.shape]:
+            return None
+        specs = [dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)]
+        return dataclasses.replace(composition, objects=tuple(specs))
+    elif edit == "relation":
+        relation = OPPOSITE[composition.relation]
+        if not _relation_allowed(specs[0].shape, relation, specs[1].shape):
+            return None
+        return dataclasses.replace(composition, relation=relation)
+    specs[index] = spec
+    if (composition.relation is not None
+            and not _relation_allowed(specs[0].shape, composition.relation, specs[1].shape)):
+        return None
+    category = composition.category
+    if category in ("single", "colour") and spec.count > 1:
+        category = "count"
+    return dataclasses.replace(composition, category=category, objects=tuple(specs))
+
+
+@dataclasses.dataclass
+class Batch:
+    images: torch.Tensor  # (2B, 3, S, S): B matching scenes, then their B edited copies
+    tokens: torch.Tensor  # (2B, T): B captions, then B edited captions
+    mask: torch.Tensor
+
+
+def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig) -> Batch:
+    allowed = training_colours()
+    scenes: list[Scene] = []
+    edited: list[Scene] = []
+    captions: list[str] = []
+    wrong: list[str] = []
+    while len(scenes) < size:
+        composition = training_composition(rng)
+        scene = layout(composition, rng, allowed)
+        other = scene_mismatch(composition, scene, rng)
+        changed = caption_mismatch(composition, rng)
+        if other is None or changed is None:
+            continue
+        scenes.append(scene)
+        edited.append(other)
+        captions.append(caption(composition, rng))
+        wrong.append(caption(changed, rng))
+    images = render_batch(scenes + edited, config.image_size)
+    ids, mask = tokenize(tokenizer, captions + wrong, config.max_tokens)
+    return Batch(images, ids, mask)
+
+
+def soften(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur, noise and contrast drawn per image, so rendered edges look like decoded ones."""
+    count = images.shape[0]
+    sigma = torch.rand(count, generator=generator) * 1.2
+    radius = 3
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None].clamp(min=0.05) ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)
+    channels = images.shape[1]
+    weight = kernels.repeat_interleave(channels, 0)
+    flat = images.reshape(1, count * channels, *images.shape[2:])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
+                    weight[:, None, None, :], groups=count * channels)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
+                    weight[:, None, :, None], groups=count * channels)
+    soft = flat.reshape(images.shape)
+    contrast = 0.85 + 0.3 * torch.rand(count, 1, 1, 1, generator=generator)
+    noise = torch.randn(soft.shape, generator=generator) * 0.03 * torch.rand(
+        count, 1, 1, 1, generator=generator)
+    mean = soft.mean(dim=(1, 2, 3), keepdim=True)
+    return ((soft - mean) * contrast + mean + noise).clamp(0, 1)
+
+
+def scores(judge: PromptJudge, batch: Batch) -> tuple[torch.Tensor, ...]:
+    """Logits of (match, edited scene with its caption, scene with the edited caption, scene
+    with another example's caption)."""
+    half = batch.images.shape[0] // 2
+    picture = judge.picture(batch.images)
+    other = torch.roll(torch.arange(half), 1)
+    picture = torch.cat([picture, picture[:half], picture[:half]])
+    tokens = torch.cat([batch.tokens[:half], batch.tokens[:half], batch.tokens[half:],
+                        batch.tokens[other]])
+    mask = torch.cat([batch.mask[:half], batch.mask[:half], batch.mask[half:],
+                      batch.mask[other]])
+    return judge.score(picture, tokens, mask).split(half)
+
+
+def loss_of(judge: PromptJudge, batch: Batch) -> torch.Tensor:
+    match, *wrong = scores(judge, batch)
+    bce = (F.softplus(-match).mean() * len(wrong)
+           + sum(F.softplus(w).mean() for w in wrong)) / (2 * len(wrong))
+    ranking = sum(F.softplus(w - match).mean() for w in wrong) / len(wrong)
+    return bce + ranking
+
+
+@torch.no_grad()
+def accuracy(judge: PromptJudge, batch: Batch) -> dict[str, float]:
+    """How often the match outscores its edited scene and its edited caption."""
+    judge.eval()
+    match, wrong_scene, wrong_caption, _ = scores(judge, batch)
+    judge.train()
+    return {"scene": float((match > wrong_scene).float().mean()),
+            "caption": float((match > wrong_caption).float().mean())}
+
+
+def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
+          max_seconds: float = math.inf) -> PromptJudge:
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(recipe.seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    config = JudgeConfig(vocab_size=len(tokenizer))
+    judge = PromptJudge(config)
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
+
+    def rate(step: int) -> float:
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        done = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    check = draw_batch(recipe.check_examples, random.Random(10_000 + recipe.seed), tokenizer,
+                       config)
+    check.images = soften(check.images, torch.Generator().manual_seed(recipe.seed))
+    log = log_path.open("a") if log_path else None
+    start = time.perf_counter()
+    running = 0.0
+    for step in range(recipe.steps):
+        rng = random.Random(recipe.seed * 1_000_003 + step)
+        batch = draw_batch(recipe.batch, rng, tokenizer, config)
+        batch.images = soften(batch.images, torch.Generator().manual_seed(
+            recipe.seed * 1_000_003 + step))
+        loss = loss_of(judge, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        running += float(loss.detach())
+        last = step + 1 == recipe.steps or time.perf_counter() - start > max_seconds
+        if (step + 1) % recipe.check_every == 0 or last:
+            entry = {"step": step + 1, "loss": running / ((step % recipe.check_every) + 1),
+                     "check": accuracy(judge, check),
+                     "seconds": round(time.perf_counter() - start, 1)}
+            running = 0.0
+            print(json.dumps(entry), flush=True)
+            if log:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+        if last:
+            break
+    judge.eval()
+    save_judge(judge, folder / "judge")
+    return judge
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", type=Path, required=True,
+                        help="the model folder whose tokenizer the judge reads; it gets judge/")
+    parser.add_argument("--steps", type=int, default=JudgeRecipe.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=math.inf)
+    parser.add_argument("--log", type=Path, help="append JSON lines of loss and accuracy here")
+    args = parser.parse_args(argv)
+    if not (args.folder / "tokenizer").is_dir():
+        raise SystemExit(f"{args.folder} has no tokenizer/: pass a Linea model folder")
+    train(args.folder, JudgeRecipe(steps=args.steps, seed=args.seed), args.log, args.max_seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The prompt judge: best of several candidates through the runtime, its folder checks, its
+training data (inside the training split) and its training loop."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.tiny import build
+from models.tiny.captions import parse_prompt
+from models.tiny.split import HELD_OUT_PAIRS, HELD_OUT_RELATIONS, training_colours
+from runtime import (
+    Engine,
+    GenerationRequest,
+    ModelFolderError,
+    RequestError,
+    identify,
+)
+from runtime.judge import JudgeConfig, PromptJudge, load_judge, save_judge, tokenize
+from runtime.request import candidate_seeds
+
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "linea-tiny"
+
+
+def _set_linea(folder: Path, **values) -> None:
+    path = folder / "linea.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+@pytest.fixture(scope="module")
+def plain_tiny(tmp_path_factory) -> Path:
+    """A random-initialised linea-tiny folder, 4 sampling steps, no judge."""
+    torch.manual_seed(0)
+    tokenizer = build.build_tokenizer()
+    return build.save_folder(
+        tmp_path_factory.mktemp("plain") / "tiny", tokenizer,
+        build.build_text_encoder(len(tokenizer)), build.build_transformer(), build.build_vae(),
+        flow_shift=2.0, steps=4, guidance=4.5)
+
+
+@pytest.fixture(scope="module")
+def judged_tiny(plain_tiny, tmp_path_factory) -> Path:
+    """The same folder with a random-initialised judge and 3 candidates per image."""
+    folder = tmp_path_factory.mktemp("judged") / "tiny"
+    shutil.copytree(plain_tiny, folder)
+    torch.manual_seed(1)
+    save_judge(PromptJudge(JudgeConfig(vocab_size=len(build.build_tokenizer()))),
+               folder / "judge")
+    _set_linea(folder, candidates=3)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def judged_engine(judged_tiny) -> Engine:
+    engine = Engine(judged_tiny, device="cpu", precision="fp32", quantize_text_encoder=False)
+    engine.load()
+    return engine
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_engine_keeps_the_candidate_its_judge_scores_highest(judged_engine, judged_tiny):
+    model = identify(judged_tiny)
+    assert model.judge and model.family.candidates == 3
+    result = judged_engine.generate(GenerationRequest("a red circle left of a blue square",
+                                                      seed=7, count=2), previews=False)
+    assert len(result.images) == 2 and result.latents.shape[0] == 2
+    assert len(result.candidate_scores) == 2 and "judge_s" in result.timings
+    for scores, kept in zip(result.candidate_scores, result.chosen, strict=True):
+        assert len(scores) == 3 and len(set(scores)) == 3
+        assert kept == int(np.argmax(scores))
+    # The kept image is the image its candidate seed makes alone, and the judge's score of it
+    # is the score the engine recorded.
+    judge = load_judge(judged_tiny / "judge")
+    tokenizer = build.build_tokenizer()
+    ids, mask = tokenize(tokenizer, ["a red circle left of a blue square"], 32)
+    for index, seed in enumerate((7, 8)):
+        kept = result.chosen[index]
+        alone = judged_engine.generate(GenerationRequest(
+            "a red circle left of a blue square", seed=candidate_seeds(seed, 3)[kept],
+            candidates=1), previews=False)
+        assert alone.chosen == [] and alone.resolved.candidates == 1
+        assert np.abs(_pixels(alone.images[0]) - _pixels(result.images[index])).max() <= 1
+        pixels = torch.from_numpy(np.asarray(alone.images[0])).permute(2, 0, 1)[None] / 255
+        with torch.no_grad():
+            score = float(judge(pixels.float(), ids, mask))
+        assert score == pytest.approx(result.candidate_scores[index][kept], abs=1e-3)
+
+
+def test_an_image_remade_from_its_png_is_the_same_choice(judged_engine, tmp_path):
+    from runtime.output import read_request, save_png
+
+    result = judged_engine.generate(GenerationRequest("two green stars", seed=11),
+                                    previews=False)
+    record = result.record(0)
+    assert record["candidates"] == 3 and record["chosen_candidate"] == result.chosen[0]
+    assert len(record["candidate_scores"]) == 3
+    path = save_png(result.images[0], tmp_path / "stars.png", record)
+    again = judged_engine.generate(read_request(path), previews=False)
+    assert again.chosen == result.chosen
+    assert np.array_equal(_pixels(again.images[0]), _pixels(result.images[0]))
+    assert record["request"]["candidates"] == 3
+
+
+def test_one_candidate_is_the_image_without_choosing(judged_engine, plain_tiny):
+    plain = Engine(plain_tiny, device="cpu", precision="fp32", quantize_text_encoder=False)
+    request = GenerationRequest("a yellow heart", seed=21)
+    without = plain.generate(request, previews=False)
+    one = judged_engine.generate(request.with_changes(candidates=1), previews=False)
+    assert without.resolved.candidates == 1 and without.record(0)["candidates"] == 1
+    assert np.array_equal(_pixels(without.images[0]), _pixels(one.images[0]))
+
+
+@pytest.mark.parametrize("bad", [0, 9, True, 2.5])
+def test_a_candidate_count_out_of_range_is_refused(judged_engine, bad):
+    with pytest.raises(RequestError, match="candidate count") as caught:
+        judged_engine.resolve(GenerationRequest("a red circle", candidates=bad))
+    assert "1 to 8" in caught.value.hint
+
+
+def test_choosing_on_a_model_without_a_judge_is_refused(plain_tiny):
+    engine = Engine(plain_tiny, device="cpu")
+    with pytest.raises(RequestError, match="no prompt judge") as caught:
+        engine.resolve(GenerationRequest("a red circle", candidates=2))
+    assert "1 candidate" in caught.value.hint
+
+
+def test_a_folder_asking_for_candidates_needs_its_judge(judged_tiny, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(judged_tiny, folder)
+    shutil.rmtree(folder / "judge")
+    with pytest.raises(ModelFolderError, match="no prompt judge"):
+        identify(folder)
+    _set_linea(folder, candidates=1)
+    assert not identify(folder).judge
+    for bad in (0, 9, "three"):
+        _set_linea(folder, candidates=bad)
+        with pytest.raises(ModelFolderError, match="candidates must be"):
+            identify(folder)
+
+
+def test_a_broken_judge_is_a_clear_error_and_leaves_the_engine_usable(judged_tiny, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(judged_tiny, folder)
+    weights = folder / "judge" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    engine = Engine(folder, device="cpu")
+    with pytest.raises(ModelFolderError, match="prompt judge") as caught:
+        engine.generate(GenerationRequest("a red circle"), previews=False)
+    assert "candidates" in caught.value.hint
+    result = engine.generate(GenerationRequest("a red circle", candidates=1), previews=False)
+    assert len(result.images) == 1
+    (folder / "judge" / "config.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match="cannot be read"):
+        load_judge(folder / "judge")
+
+
+def test_the_judges_mismatches_stay_inside_the_training_split():
+    """Every scene and caption the judge learns from, mismatches included, uses only training
+    colour-shape pairs and relations, and every mismatch differs from its match."""
+    from models.tiny import judge as training
+    from models.tiny.scenes import layout
+    from models.tiny.split import training_composition
+
+    rng = random.Random(3)
+    allowed = training_colours()
+    edits = {"scene": 0, "caption": 0}
+    for _ in range(1500):
+        composition = training_composition(rng)
+        scene = layout(composition, rng, allowed)
+        edited = training.scene_mismatch(composition, scene, rng)
+        if edited is not None:
+            edits["scene"] += 1
+            assert edited != scene
+            for placed in edited.objects:
+                assert (placed.colour, placed.shape) not in HELD_OUT_PAIRS
+        changed = training.caption_mismatch(composition, rng)
+        if changed is not None:
+            edits["caption"] += 1
+            assert changed != composition
+            read = parse_prompt(training.caption(changed, rng))
+            for spec in read.objects:
+                assert spec.colour is None or (spec.colour, spec.shape) not in HELD_OUT_PAIRS
+            if read.relation:
+                triple = (read.objects[0].shape, read.relation, read.objects[1].shape)
+                assert triple not in HELD_OUT_RELATIONS
+    assert edits["scene"] > 1000 and edits["caption"] > 1000
+
+
+def test_judge_training_logs_and_writes_a_judge_the_runtime_loads(tmp_path):
+    from models.tiny import judge as training
+
+    folder = tmp_path / "model"
+    shutil.copytree(SHIPPED / "tokenizer", folder / "tokenizer")
+    log = tmp_path / "judge.log"
+    recipe = training.JudgeRecipe(steps=4, batch=4, warmup=1, check_examples=8, check_every=2)
+    trained = training.train(folder, recipe, log)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["step"] for e in entries] == [2, 4]
+    assert all(np.isfinite(e["loss"]) and 0 <= e["check"]["scene"] <= 1 for e in entries)
+    loaded = load_judge(folder / "judge")
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
