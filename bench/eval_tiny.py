@@ -6,13 +6,17 @@
 Generates every held-out prompt once (seed S + prompt index) with the folder's default sampler
 (linea.json), judges each image with models.tiny.evaluator, times generation per image at native
 size, and writes bench/results/tiny_eval.json (and a grid of the first prompts of each category).
-Also judges the folder's autoencoder alone, decode(encode(ground truth)) of the held-out
+When the folder picks the best of several candidates per image (linea.json `candidates`, its
+prompt judge in judge/), the same prompts and seeds are also scored and timed with one candidate,
+in the same run: the model alone, and what the judge adds. Also judges the folder's autoencoder
+alone, decode(encode(ground truth)) of the held-out
 compositions in three layouts each: how much of a rendered scene survives the autoencoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -85,6 +89,20 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     scores, verdicts, images = quality.score(pipe, prompts, sampler, seed=args.seed)
     seconds = time.perf_counter() - start
+    alone = None
+    if sampler.candidates > 1:
+        one = dataclasses.replace(sampler, candidates=1)
+        mark = time.perf_counter()
+        alone_scores, alone_verdicts, _ = quality.score(pipe, prompts, one, seed=args.seed)
+        alone = {
+            "what": "the same prompts and seeds, one candidate per image (no judge)",
+            "scores": {k: round(v, 4) for k, v in alone_scores.items()},
+            "scores_nothing_extra": {k: round(v, 4) for k, v in summarise(
+                alone_verdicts, exact=True).items()},
+            "seconds_per_image_in_evaluation": round((time.perf_counter() - mark)
+                                                     / len(prompts), 3),
+            "seconds_per_image_single": round(latency(pipe, one), 3),
+        }
     failures = [
         {"prompt": p, "seed": args.seed + i, "reason": v.reason}
         for i, ((p, _), v) in enumerate(zip(prompts, verdicts, strict=True)) if not v.passed
@@ -95,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                     "guidance_interval": list(sampler.interval),
                     "contrast_guidance": None if sampler.contrast is None
                     else contrast_json(sampler.contrast),
-                    "scheduler": "flow DPM-Solver++ (SANA's default)"},
+                    "scheduler": "flow DPM-Solver++ (SANA's default)",
+                    "candidates": sampler.candidates},
         "through": path,
         "prompts": len(prompts),
         "seeds": f"{args.seed} + prompt index",
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{torch.get_num_threads()} threads, {os.cpu_count()} cores)",
         "failures": failures,
     }
+    if alone is not None:
+        result["one_candidate"] = alone
     from diffusers import AutoencoderDC
 
     vae = AutoencoderDC.from_pretrained(args.model / "vae", torch_dtype=torch.float32).eval()
@@ -138,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("scores", "seconds_per_image_single", "reference",
-                                             "autoencoder_reconstruction")
+    print(json.dumps({k: result[k] for k in ("scores", "seconds_per_image_single", "one_candidate",
+                                             "reference", "autoencoder_reconstruction")
                       if k in result}, indent=2))
     if args.grid:
         per_row = 8

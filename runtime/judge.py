@@ -97,6 +97,11 @@ class PromptJudge(nn.Module):
 
     def score(self, picture: torch.Tensor, tokens: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mix(picture, tokens, mask)[:, 0]).squeeze(-1)
+
+    def mix(self, picture: torch.Tensor, tokens: torch.Tensor,
+            mask: torch.Tensor) -> torch.Tensor:
+        """The mixed sequence (B, 1 + T + grid * grid, width): summary, words, image."""
         config = self.config
         tokens = tokens[:, : config.max_tokens]
         mask = mask[:, : config.max_tokens].bool()
@@ -106,8 +111,7 @@ class PromptJudge(nn.Module):
         keep = torch.cat([torch.ones_like(mask[:, :1]), mask,
                           torch.ones(mask.shape[0], picture.shape[1], dtype=torch.bool,
                                      device=mask.device)], dim=1)
-        mixed = self.mixer(sequence, src_key_padding_mask=~keep)
-        return self.head(mixed[:, 0]).squeeze(-1)
+        return self.mixer(sequence, src_key_padding_mask=~keep)
 
 
 def tokenize(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,6 +164,15 @@ def test_steps_follow_the_model_family_and_the_fast_mode_picks_sprint(qtbot, win
     assert "noise levels" not in panel.guidance.toolTip()  # this model guides every step
 
 
+def test_best_of_is_offered_only_for_a_model_with_a_prompt_judge(qtbot, window):
+    panel = window.panel
+    select_model(window, "tiny-sana")
+    assert not panel.current_model().judge
+    assert not panel.candidates.isEnabled() and panel.candidates.value() == 1
+    assert "no prompt judge" in panel.candidates.toolTip()
+    assert panel.request().candidates is None
+
+
 def test_model_list_says_whether_each_model_fits_the_device(qtbot, window):
     qtbot.waitUntil(lambda: bool(window.panel.fits), timeout=WAIT_MS)
     assert set(window.panel.fits) == {str(m.path) for m in window.panel.models}

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.tiny.captions import caption
-from models.tiny.render import render_batch
+from models.tiny.captions import PLURALS, caption
+from models.tiny.render import label_maps, render_batch
 from models.tiny.scenes import (
+    COLOURS,
     OPPOSITE,
     SHAPES,
     Composition,
@@ -60,12 +61,14 @@ CAPTION_EDITS = {
 class JudgeRecipe:
     steps: int = 3000
     batch: int = 32
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup: int = 200
     weight_decay: float = 0.01
     seed: int = 0
     check_examples: int = 256
     check_every: int = 100
+    cell_weight: float = 0.5  # the training-only cell head's loss (CellHead)
+    grounding_weight: float = 0.5  # the training-only grounding head's loss (GroundingHead)
 
 
 def _pick(weights: dict[str, int], rng: random.Random) -> str:
@@ -187,6 +190,13 @@ class Batch:
     images: torch.Tensor  # (2B, 3, S, S): B matching scenes, then their B edited copies
     tokens: torch.Tensor  # (2B, T): B captions, then B edited captions
     mask: torch.Tensor
+    # (2B, 3, G, G) per image-token cell: shape and colour covering it (0: none) and whether an
+    # object's centre falls in it; for the training-only cell head.
+    cells: torch.Tensor | None = None
+    # (B, T, 2): for each token of the B matching captions, the shape a shape word names and
+    # the colour the caption gives it (index + 1; 0 for none or another word); for the
+    # training-only grounding head.
+    nouns: torch.Tensor | None = None
 
 
 def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig) -> Batch:
@@ -195,6 +205,7 @@ def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig) ->
     edited: list[Scene] = []
     captions: list[str] = []
     wrong: list[str] = []
+    kept: list[Composition] = []
     while len(scenes) < size:
         composition = training_composition(rng)
         scene = layout(composition, rng, allowed)
@@ -205,10 +216,61 @@ def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig) ->
         scenes.append(scene)
         edited.append(other)
         captions.append(caption(composition, rng))
+        kept.append(composition)
         wrong.append(caption(changed, rng))
     images = render_batch(scenes + edited, config.image_size)
     ids, mask = tokenize(tokenizer, captions + wrong, config.max_tokens)
-    return Batch(images, ids, mask)
+    return Batch(images, ids, mask, cell_labels(scenes + edited, config.grid),
+                 noun_labels(tokenizer, ids[:size], kept))
+
+
+def noun_labels(tokenizer, ids: torch.Tensor,
+                compositions: list[Composition]) -> torch.Tensor:
+    """(B, T, 2): the shape each shape word names and the colour its group asks for (index + 1,
+    0 for none); captions name the groups in order."""
+    colours = list(COLOURS)
+    nouns = {**{s: s for s in SHAPES}, **{p: s for s, p in PLURALS.items()}}
+    labels = torch.zeros(*ids.shape, 2, dtype=torch.int64)
+    for row, line in enumerate(ids.tolist()):
+        specs = iter(compositions[row].objects)
+        for col, token in enumerate(tokenizer.convert_ids_to_tokens(line)):
+            if token in nouns:
+                spec = next(specs)
+                labels[row, col, 0] = SHAPES.index(nouns[token]) + 1
+                labels[row, col, 1] = colours.index(spec.colour) + 1 if spec.colour else 0
+    return labels
+
+
+def cell_labels(scenes: list[Scene], grid: int) -> torch.Tensor:
+    """(N, 3, grid, grid): the shape and colour over each cell (label_maps) and 1 where an
+    object's centre is."""
+    maps = label_maps(scenes, grid)
+    centres = torch.zeros(len(scenes), 1, grid, grid, dtype=torch.int64)
+    for index, scene in enumerate(scenes):
+        for obj in scene.objects:
+            row = min(max(int(obj.y * grid), 0), grid - 1)
+            col = min(max(int(obj.x * grid), 0), grid - 1)
+            centres[index, 0, row, col] = 1
+    return torch.cat([maps, centres], dim=1)
+
+
+class CellHead(torch.nn.Module):
+    """Training only (not shipped): reads shape, colour and object centres off each image
+    token, so the image side learns what is where before the words are bound to it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.out = torch.nn.Linear(width, 2 * (len(SHAPES) + 1) + 1)
+
+    def loss(self, picture: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        out = self.out(picture)  # (N, G*G, 19)
+        kinds = len(SHAPES) + 1
+        shape, colour, centre = out.split([kinds, kinds, 1], dim=-1)
+        labels = cells.flatten(2).transpose(1, 2)  # (N, G*G, 3)
+        return (F.cross_entropy(shape.reshape(-1, kinds), labels[..., 0].reshape(-1))
+                + F.cross_entropy(colour.reshape(-1, kinds), labels[..., 1].reshape(-1))
+                + F.binary_cross_entropy_with_logits(centre.squeeze(-1),
+                                                     labels[..., 2].float()))
 
 
 def soften(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -237,23 +299,63 @@ def soften(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def scores(judge: PromptJudge, batch: Batch) -> tuple[torch.Tensor, ...]:
     """Logits of (match, edited scene with its caption, scene with the edited caption, scene
     with another example's caption)."""
+    return mixed_scores(judge, batch, judge.picture(batch.images))[1]
+
+
+def mixed_scores(judge: PromptJudge, batch: Batch,
+                 picture: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """`scores`, and the mixed sequences of its first 2B pairs: each scene and each edited
+    scene with the matching caption."""
     half = batch.images.shape[0] // 2
-    picture = judge.picture(batch.images)
     other = torch.roll(torch.arange(half), 1)
     picture = torch.cat([picture, picture[:half], picture[:half]])
     tokens = torch.cat([batch.tokens[:half], batch.tokens[:half], batch.tokens[half:],
                         batch.tokens[other]])
     mask = torch.cat([batch.mask[:half], batch.mask[:half], batch.mask[half:],
                       batch.mask[other]])
-    return judge.score(picture, tokens, mask).split(half)
+    mixed = judge.mix(picture, tokens, mask)
+    logits = judge.head(mixed[:, 0]).squeeze(-1)
+    return mixed[: 2 * half], logits.split(half)
 
 
-def loss_of(judge: PromptJudge, batch: Batch) -> torch.Tensor:
-    match, *wrong = scores(judge, batch)
+class GroundingHead(torch.nn.Module):
+    """Training only (not shipped): each shape word of a caption, after mixing, points at the
+    image cells holding objects of that shape in the colour the caption gives it, in the
+    matching scene and in its edited copy, so the judge learns which word is which object."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.word = torch.nn.Linear(width, width)
+        self.cell = torch.nn.Linear(width, width)
+
+    def loss(self, mixed: torch.Tensor, nouns: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """`nouns` (N, T, 2): per token the shape it names and the colour given to it (index +
+        1; 0 for none); `cells` (N, 3, G, G) as `cell_labels`."""
+        tokens = nouns.shape[1]
+        words, picture = mixed[:, 1 : 1 + tokens], mixed[:, 1 + tokens :]
+        logits = torch.einsum("btw,bcw->btc", self.word(words), self.cell(picture))
+        logits = logits / words.shape[-1] ** 0.5
+        shape, colour = cells[:, 0].flatten(1)[:, None], cells[:, 1].flatten(1)[:, None]
+        want_shape, want_colour = nouns[..., :1], nouns[..., 1:]
+        target = (shape == want_shape) & ((want_colour == 0) | (colour == want_colour))
+        chosen = nouns[..., 0] > 0
+        return F.binary_cross_entropy_with_logits(logits[chosen], target[chosen].float())
+
+
+def loss_of(judge: PromptJudge, batch: Batch, heads: tuple[CellHead, GroundingHead] | None = None,
+            cell_weight: float = 0.5, grounding_weight: float = 0.5) -> torch.Tensor:
+    picture = judge.picture(batch.images)
+    mixed, (match, *wrong) = mixed_scores(judge, batch, picture)
     bce = (F.softplus(-match).mean() * len(wrong)
            + sum(F.softplus(w).mean() for w in wrong)) / (2 * len(wrong))
     ranking = sum(F.softplus(w - match).mean() for w in wrong) / len(wrong)
-    return bce + ranking
+    if heads is None or batch.cells is None or batch.nouns is None:
+        return bce + ranking
+    cell_head, grounding_head = heads
+    # Both scenes of each example, mixed with the matching caption.
+    grounding = grounding_head.loss(mixed, torch.cat([batch.nouns] * 2), batch.cells)
+    return (bce + ranking + cell_weight * cell_head.loss(picture, batch.cells)
+            + grounding_weight * grounding)
 
 
 @torch.no_grad()
@@ -274,7 +376,9 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     config = JudgeConfig(vocab_size=len(tokenizer))
     judge = PromptJudge(config)
-    optimizer = torch.optim.AdamW(judge.parameters(), lr=recipe.lr,
+    heads = (CellHead(config.width), GroundingHead(config.width))
+    optimizer = torch.optim.AdamW([*judge.parameters(), *heads[0].parameters(),
+                                   *heads[1].parameters()], lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
 
     def rate(step: int) -> float:
@@ -295,7 +399,7 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
         batch = draw_batch(recipe.batch, rng, tokenizer, config)
         batch.images = soften(batch.images, torch.Generator().manual_seed(
             recipe.seed * 1_000_003 + step))
-        loss = loss_of(judge, batch)
+        loss = loss_of(judge, batch, heads, recipe.cell_weight, recipe.grounding_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
