@@ -3,6 +3,7 @@ training data (inside the training split) and its training loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -195,17 +196,30 @@ def test_the_judges_mismatches_stay_inside_the_training_split():
     assert edits["scene"] > 1000 and edits["caption"] > 1000
 
 
-def test_judge_training_logs_and_writes_a_judge_the_runtime_loads(tmp_path):
+def test_judge_training_logs_resumes_and_writes_a_judge_the_runtime_loads(tmp_path):
     from models.tiny import judge as training
 
-    folder = tmp_path / "model"
-    shutil.copytree(SHIPPED / "tokenizer", folder / "tokenizer")
-    log = tmp_path / "judge.log"
     recipe = training.JudgeRecipe(steps=4, batch=4, warmup=1, check_examples=8, check_every=2)
-    trained = training.train(folder, recipe, log)
+    unbroken = tmp_path / "unbroken"
+    shutil.copytree(SHIPPED / "tokenizer", unbroken / "tokenizer")
+    log = tmp_path / "judge.log"
+    trained = training.train(unbroken, recipe, log, checkpoints=tmp_path / "ck-unbroken")
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["step"] for e in entries] == [2, 4]
     assert all(np.isfinite(e["loss"]) and 0 <= e["check"]["scene"] <= 1 for e in entries)
-    loaded = load_judge(folder / "judge")
+    loaded = load_judge(unbroken / "judge")
     for name, tensor in trained.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
+    # Stopped after its first step by the time limit, then resumed: the same judge.
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED / "tokenizer", broken / "tokenizer")
+    checkpoints = tmp_path / "ck-broken"
+    assert training.train(broken, recipe, max_seconds=0, checkpoints=checkpoints) is None
+    assert not (broken / "judge").exists()
+    assert json.loads((checkpoints / "state.json").read_text())["step"] == 1
+    resumed = training.train(broken, recipe, checkpoints=checkpoints, resume=True)
+    for name, tensor in trained.state_dict().items():
+        assert torch.allclose(tensor, resumed.state_dict()[name], atol=1e-6), name
+    with pytest.raises(SystemExit, match="another recipe"):
+        training.train(broken, dataclasses.replace(recipe, steps=6), checkpoints=checkpoints,
+                       resume=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from models.tiny import checkpoint
 from models.tiny.captions import PLURALS, caption
 from models.tiny.render import label_maps, render_batch
 from models.tiny.scenes import (
@@ -369,7 +370,10 @@ def accuracy(judge: PromptJudge, batch: Batch) -> dict[str, float]:
 
 
 def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
-          max_seconds: float = math.inf) -> PromptJudge:
+          max_seconds: float = math.inf, checkpoints: Path | None = None,
+          resume: bool = False) -> PromptJudge | None:
+    """Train and write FOLDER/judge; None when `max_seconds` ran out first (the checkpoint in
+    `checkpoints`, written at every check, carries on with `resume`)."""
     from transformers import AutoTokenizer
 
     torch.manual_seed(recipe.seed)
@@ -388,13 +392,34 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
         return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    modules = {"judge": judge, "cells": heads[0], "grounding": heads[1]}
+    names = {id(p): f"{key}.{name}" for key, module in modules.items()
+             for name, p in module.named_parameters()}
+    first = 0
+    if resume:
+        if checkpoints is None:
+            raise SystemExit("--resume needs --checkpoints, the folder a stopped run wrote")
+        state = checkpoint.load_state(checkpoints)
+        if state.get("recipe") != dataclasses.asdict(recipe):
+            raise SystemExit(f"the checkpoint in {checkpoints} was written by another recipe "
+                             f"({state.get('recipe')}); resume with the same settings")
+        tensors = checkpoint.load_tensors(checkpoints, "model")
+        for key, module in modules.items():
+            module.load_state_dict({k[len(key) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(key + ".")})
+        checkpoint.restore_optimizer(optimizer, names,
+                                     checkpoint.load_tensors(checkpoints, "optimizer"))
+        first = int(state["step"])
+        for _ in range(first):
+            schedule.step()
     check = draw_batch(recipe.check_examples, random.Random(10_000 + recipe.seed), tokenizer,
                        config)
     check.images = soften(check.images, torch.Generator().manual_seed(recipe.seed))
     log = log_path.open("a") if log_path else None
     start = time.perf_counter()
     running = 0.0
-    for step in range(recipe.steps):
+    step = first - 1
+    for step in range(first, recipe.steps):
         rng = random.Random(recipe.seed * 1_000_003 + step)
         batch = draw_batch(recipe.batch, rng, tokenizer, config)
         batch.images = soften(batch.images, torch.Generator().manual_seed(
@@ -416,8 +441,18 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
             if log:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
+            if checkpoints is not None:
+                checkpoint.save_tensors(checkpoints, "model", {
+                    f"{key}.{k}": v for key, module in modules.items()
+                    for k, v in module.state_dict().items()})
+                checkpoint.save_tensors(checkpoints, "optimizer",
+                                        checkpoint.optimizer_tensors(optimizer, names))
+                checkpoint.save_state(checkpoints, {"step": step + 1,
+                                                    "recipe": dataclasses.asdict(recipe)})
         if last:
             break
+    if step + 1 < recipe.steps:
+        return None
     judge.eval()
     save_judge(judge, folder / "judge")
     return judge
@@ -431,10 +466,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=math.inf)
     parser.add_argument("--log", type=Path, help="append JSON lines of loss and accuracy here")
+    parser.add_argument("--checkpoints", type=Path, default=Path("runs/judge-checkpoint"),
+                        help="written at every check; --resume carries on from it")
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     if not (args.folder / "tokenizer").is_dir():
         raise SystemExit(f"{args.folder} has no tokenizer/: pass a Linea model folder")
-    train(args.folder, JudgeRecipe(steps=args.steps, seed=args.seed), args.log, args.max_seconds)
+    judge = train(args.folder, JudgeRecipe(steps=args.steps, seed=args.seed), args.log,
+                  args.max_seconds, args.checkpoints, args.resume)
+    if judge is None:
+        print(f"stopped at --max-seconds; carry on with --resume (checkpoint: "
+              f"{args.checkpoints})")
+    else:
+        print(f"judge written to {args.folder / 'judge'}")
 
 
 if __name__ == "__main__":
