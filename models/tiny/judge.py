@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from models.tiny.scenes import (
     layout,
 )
 from models.tiny.split import HELD_OUT_RELATIONS, training_colours, training_composition
-from runtime.judge import JudgeConfig, PromptJudge, save_judge, tokenize
+from runtime.judge import JudgeConfig, PromptJudge, load_judge, save_judge, tokenize
 
 # Which scene edits each category's mismatches use, and how often.
 SCENE_EDITS = {
@@ -68,8 +69,22 @@ class JudgeRecipe:
     seed: int = 0
     check_examples: int = 256
     check_every: int = 100
+    # Share of each batch's examples drawn at the native size and passed through the model
+    # folder's autoencoder (encode, decode), so the judge sees the decoder's own edges.
+    decoded_share: float = 0.0
+    init: str | None = None  # the stage whose judge this one starts from
     cell_weight: float = 0.5  # the training-only cell head's loss (CellHead)
     grounding_weight: float = 0.5  # the training-only grounding head's loss (GroundingHead)
+
+
+RECIPES = {
+    # 2,500 steps on rendered scenes (47 min on the 2-core CPU).
+    "rendered": JudgeRecipe(),
+    # Then 600 steps with a quarter of each batch decoded by the folder's autoencoder.
+    "decoded": JudgeRecipe(steps=600, lr=2e-4, warmup=50, seed=1, decoded_share=0.25,
+                           init="rendered"),
+}
+CHAIN = ("rendered", "decoded")
 
 
 def _pick(weights: dict[str, int], rng: random.Random) -> str:
@@ -194,6 +209,7 @@ class Batch:
     # (2B, 3, G, G) per image-token cell: shape and colour covering it (0: none) and whether an
     # object's centre falls in it; for the training-only cell head.
     cells: torch.Tensor | None = None
+    scenes: list[Scene] | None = None  # the 2B scenes drawn
     # (B, T, 2): for each token of the B matching captions, the shape a shape word names and
     # the colour the caption gives it (index + 1; 0 for none or another word); for the
     # training-only grounding head.
@@ -221,8 +237,25 @@ def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig) ->
         wrong.append(caption(changed, rng))
     images = render_batch(scenes + edited, config.image_size)
     ids, mask = tokenize(tokenizer, captions + wrong, config.max_tokens)
-    return Batch(images, ids, mask, cell_labels(scenes + edited, config.grid),
-                 noun_labels(tokenizer, ids[:size], kept))
+    return Batch(images, ids, mask, cells=cell_labels(scenes + edited, config.grid),
+                 nouns=noun_labels(tokenizer, ids[:size], kept), scenes=scenes + edited)
+
+
+@torch.no_grad()
+def decode_share(batch: Batch, share: float, autoencoder, size: int) -> list[int]:
+    """Replace the images of the first `share` of the examples (both scenes of each) with
+    their round trip through `autoencoder` at `size` pixels; returns the rows replaced."""
+    half = batch.images.shape[0] // 2
+    count = round(share * half)
+    if count == 0 or autoencoder is None or batch.scenes is None:
+        return []
+    rows = [*range(count), *range(half, half + count)]
+    images = render_batch([batch.scenes[i] for i in rows], size)
+    out = autoencoder.decode(autoencoder.encode(images * 2 - 1).latent).sample.float()
+    out = ((out.clamp(-1, 1) + 1) / 2 * 255).round() / 255  # as the runtime saves it
+    batch.images[rows] = F.interpolate(out, size=batch.images.shape[-2:], mode="bilinear",
+                                       antialias=True, align_corners=False)
+    return rows
 
 
 def noun_labels(tokenizer, ids: torch.Tensor,
@@ -371,8 +404,11 @@ def accuracy(judge: PromptJudge, batch: Batch) -> dict[str, float]:
 
 def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
           max_seconds: float = math.inf, checkpoints: Path | None = None,
-          resume: bool = False) -> PromptJudge | None:
-    """Train and write FOLDER/judge; None when `max_seconds` ran out first (the checkpoint in
+          resume: bool = False, destination: Path | None = None,
+          init_from: Path | None = None) -> PromptJudge | None:
+    """Train on the tokenizer (and, for `decoded_share`, the autoencoder) of model folder
+    `folder`; write the judge to `destination` (default FOLDER/judge), starting from the judge
+    in `init_from` if given. None when `max_seconds` ran out first (the checkpoint in
     `checkpoints`, written at every check, carries on with `resume`)."""
     from transformers import AutoTokenizer
 
@@ -380,6 +416,16 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     config = JudgeConfig(vocab_size=len(tokenizer))
     judge = PromptJudge(config)
+    if init_from is not None:
+        judge.load_state_dict(load_judge(init_from).state_dict())
+        config = judge.config
+    autoencoder, native = None, 0
+    if recipe.decoded_share > 0:
+        from diffusers import AutoencoderDC
+
+        autoencoder = AutoencoderDC.from_pretrained(folder / "vae",
+                                                    torch_dtype=torch.float32).eval()
+        native = int(json.loads((folder / "linea.json").read_text())["native_size"])
     heads = (CellHead(config.width), GroundingHead(config.width))
     optimizer = torch.optim.AdamW([*judge.parameters(), *heads[0].parameters(),
                                    *heads[1].parameters()], lr=recipe.lr,
@@ -415,6 +461,9 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     check = draw_batch(recipe.check_examples, random.Random(10_000 + recipe.seed), tokenizer,
                        config)
     check.images = soften(check.images, torch.Generator().manual_seed(recipe.seed))
+    decode_share(check, recipe.decoded_share, autoencoder, native)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("a") if log_path else None
     start = time.perf_counter()
     running = 0.0
@@ -424,6 +473,7 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
         batch = draw_batch(recipe.batch, rng, tokenizer, config)
         batch.images = soften(batch.images, torch.Generator().manual_seed(
             recipe.seed * 1_000_003 + step))
+        decode_share(batch, recipe.decoded_share, autoencoder, native)
         loss = loss_of(judge, batch, heads, recipe.cell_weight, recipe.grounding_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -454,31 +504,46 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     if step + 1 < recipe.steps:
         return None
     judge.eval()
-    save_judge(judge, folder / "judge")
+    save_judge(judge, destination or folder / "judge")
     return judge
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, required=True,
-                        help="the model folder whose tokenizer the judge reads; it gets judge/")
-    parser.add_argument("--steps", type=int, default=JudgeRecipe.steps)
-    parser.add_argument("--seed", type=int, default=0)
+                        help="the model folder whose tokenizer and autoencoder the judge reads; "
+                             "its judge/ is written at the end")
+    parser.add_argument("--work", type=Path, default=Path("runs/judge"),
+                        help="each stage's checkpoint, log and judge (WORK/STAGE)")
+    parser.add_argument("--stage", choices=sorted(RECIPES),
+                        help="run this stage alone (default: every stage, in order)")
     parser.add_argument("--max-seconds", type=float, default=math.inf)
-    parser.add_argument("--log", type=Path, help="append JSON lines of loss and accuracy here")
-    parser.add_argument("--checkpoints", type=Path, default=Path("runs/judge-checkpoint"),
-                        help="written at every check; --resume carries on from it")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry on a stopped run (finished stages are kept)")
     args = parser.parse_args(argv)
     if not (args.folder / "tokenizer").is_dir():
         raise SystemExit(f"{args.folder} has no tokenizer/: pass a Linea model folder")
-    judge = train(args.folder, JudgeRecipe(steps=args.steps, seed=args.seed), args.log,
-                  args.max_seconds, args.checkpoints, args.resume)
-    if judge is None:
-        print(f"stopped at --max-seconds; carry on with --resume (checkpoint: "
-              f"{args.checkpoints})")
-    else:
-        print(f"judge written to {args.folder / 'judge'}")
+    start = time.perf_counter()
+    for name in [args.stage] if args.stage else CHAIN:
+        recipe, work = RECIPES[name], args.work / name
+        if (work / "judge" / "config.json").is_file() and args.resume:
+            print(f"stage {name}: done before ({work / 'judge'})")
+            continue
+        init = None
+        if recipe.init:
+            init = args.work / recipe.init / "judge"
+            if not (init / "config.json").is_file():
+                raise SystemExit(f"stage {name} starts from stage {recipe.init}'s judge, which "
+                                 f"is not in {init}: run that stage first")
+        resume = args.resume and (work / "state.json").is_file()
+        left = args.max_seconds - (time.perf_counter() - start)
+        judge = train(args.folder, recipe, work / "log.jsonl", left, work, resume,
+                      work / "judge", init)
+        if judge is None:
+            raise SystemExit(f"stopped at --max-seconds in stage {name}; carry on with --resume")
+    final = args.work / (args.stage or CHAIN[-1]) / "judge"
+    shutil.copytree(final, args.folder / "judge", dirs_exist_ok=True)
+    print(f"judge written to {args.folder / 'judge'}")
 
 
 if __name__ == "__main__":
