@@ -58,6 +58,10 @@ def a1111_parameters(record: dict[str, Any]) -> str:
         # Said so the steps at those noise levels are not read as plain conditional ones.
         low, high = record["contrast_interval"]
         pairs.insert(-2, ("Contrast guidance", f"{record['contrast_scale']:g} at {low:g}-{high:g}"))
+    if record.get("candidates", 1) > 1:
+        # The seed alone would remake the first candidate elsewhere; say the judge picked.
+        pairs.insert(-2, ("Best of", f"{record['candidates']} (prompt judge kept candidate "
+                                     f"{record['chosen_candidate'] + 1})"))
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
     return "\n".join(lines)
 

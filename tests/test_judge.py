@@ -105,6 +105,11 @@ def test_an_image_remade_from_its_png_is_the_same_choice(judged_engine, tmp_path
     assert record["candidates"] == 3 and record["chosen_candidate"] == result.chosen[0]
     assert len(record["candidate_scores"]) == 3
     path = save_png(result.images[0], tmp_path / "stars.png", record)
+    from PIL import Image
+
+    with Image.open(path) as png:
+        kept = result.chosen[0] + 1
+        assert f"Best of: 3 (prompt judge kept candidate {kept})" in png.text["parameters"]
     again = judged_engine.generate(read_request(path), previews=False)
     assert again.chosen == result.chosen
     assert np.array_equal(_pixels(again.images[0]), _pixels(result.images[0]))

@@ -84,7 +84,9 @@ RECIPES = {
     "decoded": JudgeRecipe(steps=600, lr=2e-4, warmup=50, seed=1, decoded_share=0.25,
                            init="rendered"),
 }
-CHAIN = ("rendered", "decoded")
+# The decoded stage is not in the chain: on validation candidates its judge kept fewer passes
+# (114 of 160 from 4 candidates) than the rendered stage's (119; models/tiny/README.md).
+CHAIN = ("rendered",)
 
 
 def _pick(weights: dict[str, int], rng: random.Random) -> str:
