@@ -73,6 +73,10 @@ def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_di
     from app.widgets.controls import guidance_tip
 
     assert win.panel.guidance.toolTip() == guidance_tip(model.family)
+    # The bundled model picks among candidates with its prompt judge; the box says so.
+    assert model.judge and win.panel.candidates.isEnabled()
+    assert win.panel.candidates.value() == model.family.candidates > 1
+    assert "prompt judge" in win.panel.candidates.toolTip()
     win.panel.prompt.setPlainText("a red circle to the left of a blue square")
     win.panel.seed.setText("7")
     win.panel.lock_seed.setChecked(True)
@@ -82,6 +86,7 @@ def test_first_run_opens_ready_to_generate_with_the_bundled_model(qtbot, data_di
     with Image.open(win.selected_entry().path) as image:
         assert image.size == (256, 256)
         assert "Model: linea-tiny" in image.text["parameters"]
+        assert f"Best of: {model.family.candidates}" in image.text["parameters"]
     # The selected thumbnail shows the image's own colours, not tinted by the selection.
     from PySide6.QtCore import QSize
     from PySide6.QtGui import QIcon

@@ -260,6 +260,7 @@ def test_the_judge_command_runs_its_stages_in_order_and_writes_the_folders_judge
         "rendered": training.JudgeRecipe(steps=2, **small),
         "decoded": training.JudgeRecipe(steps=2, seed=1, decoded_share=0.5, init="rendered",
                                         **small)})
+    monkeypatch.setattr(training, "CHAIN", ("rendered", "decoded"))
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("judge"))
     work = tmp_path / "work"
@@ -274,3 +275,20 @@ def test_the_judge_command_runs_its_stages_in_order_and_writes_the_folders_judge
     first = load_judge(work / "rendered" / "judge").state_dict()
     assert all(torch.equal(shipped[k], last[k]) for k in shipped)
     assert not all(torch.equal(first[k], last[k]) for k in first)
+
+
+def test_the_shipped_folder_picks_among_candidates_with_its_judge():
+    """The bundled model asks for several candidates and carries the judge that picks; the
+    judge tells matching rendered training scenes from their one-edit mismatches."""
+    from transformers import AutoTokenizer
+
+    from models.tiny import judge as training
+
+    model = identify(SHIPPED)
+    assert model.judge and model.family.candidates == 6
+    judge = load_judge(SHIPPED / "judge")
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "tokenizer")
+    batch = training.draw_batch(64, random.Random(424242), tokenizer, judge.config)
+    right = training.accuracy(judge, batch)
+    # Measured 0.92 (scene) and 0.80 (caption) on 256 such examples when it was trained.
+    assert right["scene"] >= 0.8 and right["caption"] >= 0.65, right

@@ -222,7 +222,7 @@ def test_shipped_folder_is_small_and_complete():
     sizes = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
     assert sizes <= MAX_SHIPPED_BYTES
     for part in ("model_index.json", "linea.json", "transformer", "vae", "text_encoder",
-                 "tokenizer", "scheduler"):
+                 "tokenizer", "scheduler", "judge/config.json", "judge/model.safetensors"):
         assert (SHIPPED / part).exists(), part
 
 

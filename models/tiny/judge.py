@@ -397,9 +397,10 @@ def loss_of(judge: PromptJudge, batch: Batch, heads: tuple[CellHead, GroundingHe
 @torch.no_grad()
 def accuracy(judge: PromptJudge, batch: Batch) -> dict[str, float]:
     """How often the match outscores its edited scene and its edited caption."""
+    was_training = judge.training
     judge.eval()
     match, wrong_scene, wrong_caption, _ = scores(judge, batch)
-    judge.train()
+    judge.train(was_training)
     return {"scene": float((match > wrong_scene).float().mean()),
             "caption": float((match > wrong_caption).float().mean())}
 
