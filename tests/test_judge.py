@@ -285,7 +285,7 @@ def test_the_shipped_folder_picks_among_candidates_with_its_judge():
     from models.tiny import judge as training
 
     model = identify(SHIPPED)
-    assert model.judge and model.family.candidates == 6
+    assert model.judge and model.family.candidates == 4
     judge = load_judge(SHIPPED / "judge")
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "tokenizer")
     batch = training.draw_batch(64, random.Random(424242), tokenizer, judge.config)
