@@ -61,7 +61,7 @@ CAPTION_EDITS = {
 
 @dataclasses.dataclass(frozen=True)
 class JudgeRecipe:
-    steps: int = 3000
+    steps: int = 2500
     batch: int = 32
     lr: float = 5e-4
     warmup: int = 200
