@@ -97,7 +97,11 @@ class PromptJudge(nn.Module):
 
     def score(self, picture: torch.Tensor, tokens: torch.Tensor,
               mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mix(picture, tokens, mask)[:, 0]).squeeze(-1)
+        return self.verdict(self.mix(picture, tokens, mask))
+
+    def verdict(self, mixed: torch.Tensor) -> torch.Tensor:
+        """The logit read off a mixed sequence's summary token."""
+        return self.head(mixed[:, 0]).squeeze(-1)
 
     def mix(self, picture: torch.Tensor, tokens: torch.Tensor,
             mask: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from models.families import MAX_CANDIDATES
+from models.families import MAX_CANDIDATES, candidate_count
 from runtime.errors import RequestError
 
 MAX_SEED = 2**32 - 1
@@ -177,12 +177,13 @@ def check_common(request: GenerationRequest) -> str:
     if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= 30.0:
         raise RequestError(f"The guidance scale {request.guidance_scale} is out of range.",
                            "Use a value between 0 and 30; 4.5 is typical.")
-    if request.candidates is not None and (
-            isinstance(request.candidates, bool) or not isinstance(request.candidates, int)
-            or not 1 <= request.candidates <= MAX_CANDIDATES):
-        raise RequestError(f"The candidate count {request.candidates!r} is out of range.",
-                           f"Ask for 1 to {MAX_CANDIDATES} candidates per image (1 draws one "
-                           f"and keeps it).")
+    if request.candidates is not None:
+        try:
+            candidate_count(request.candidates)
+        except ValueError as exc:
+            raise RequestError(f"The candidate count {request.candidates!r} is out of range.",
+                               f"Ask for 1 to {MAX_CANDIDATES} candidates per image (1 draws "
+                               f"one and keeps it).") from exc
     return prompt
 
 

@@ -40,6 +40,7 @@ from models.tiny.scenes import (
     layout,
 )
 from models.tiny.split import HELD_OUT_RELATIONS, training_colours, training_composition
+from models.tiny.train import _cosine
 from runtime.judge import JudgeConfig, PromptJudge, load_judge, save_judge, tokenize
 
 # Which scene edits each category's mismatches use, and how often.
@@ -350,7 +351,7 @@ def mixed_scores(judge: PromptJudge, batch: Batch,
     mask = torch.cat([batch.mask[:half], batch.mask[:half], batch.mask[half:],
                       batch.mask[other]])
     mixed = judge.mix(picture, tokens, mask)
-    logits = judge.head(mixed[:, 0]).squeeze(-1)
+    logits = judge.verdict(mixed)
     return mixed[: 2 * half], logits.split(half)
 
 
@@ -437,8 +438,7 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     def rate(step: int) -> float:
         if step < recipe.warmup:
             return (step + 1) / recipe.warmup
-        done = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+        return _cosine(step - recipe.warmup, max(1, recipe.steps - recipe.warmup), floor=0.0)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     modules = {"judge": judge, "cells": heads[0], "grounding": heads[1]}
