@@ -251,6 +251,35 @@ def test_the_decoded_share_is_the_autoencoders_round_trip_of_the_same_scenes():
     assert training.decode_share(batch, 0.0, vae, 256) == []
 
 
+def test_the_repainted_share_is_the_generators_redraw_of_the_same_scenes():
+    from transformers import AutoTokenizer
+
+    from models.tiny import judge as training
+
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "tokenizer")
+    config = JudgeConfig(vocab_size=len(tokenizer))
+    batch = training.draw_batch(4, random.Random(5), tokenizer, config)
+    rendered = batch.images.clone()
+    painter = training.Repainter(SHIPPED, (0.3, 0.3), 4)
+    rows = training.repaint_share(batch, 0.5, painter, torch.Generator().manual_seed(0))
+    assert rows == [2, 3, 6, 7]  # the last examples, both scenes of each
+    assert torch.equal(batch.images[[0, 1, 4, 5]], rendered[[0, 1, 4, 5]])
+    change = (batch.images[rows] - rendered[rows]).abs()
+    # Redrawn by the generator at 30 % noise: the same scenes, not the same pixels.
+    assert 0 < change.mean() < 0.08 and change.max() > 0.1
+    # The same generator state repaints the same way; the pixels of a pair agree away from
+    # the edit, where they were rendered alike (the pair shares noise level and noise).
+    again = training.draw_batch(4, random.Random(5), tokenizer, config)
+    training.repaint_share(again, 0.5, painter, torch.Generator().manual_seed(0))
+    assert torch.equal(again.images, batch.images)
+    for scene, edited in ((2, 6), (3, 7)):
+        same = (rendered[scene] - rendered[edited]).abs().amax(0) == 0
+        drift = (batch.images[scene] - batch.images[edited]).abs().amax(0)
+        assert same.float().mean() > 0.5
+        assert drift[same].mean() < 0.02, (scene, float(drift[same].mean()))
+    assert training.repaint_share(batch, 0.0, painter, torch.Generator()) == []
+
+
 def test_the_judge_command_runs_its_stages_in_order_and_writes_the_folders_judge(
         tmp_path, monkeypatch):
     from models.tiny import judge as training
