@@ -178,14 +178,20 @@ def test_the_judges_mismatches_stay_inside_the_training_split():
 
     rng = random.Random(3)
     allowed = training_colours()
-    edits = {"scene": 0, "caption": 0}
-    for _ in range(1500):
+    edits = {"scene": 0, "caption": 0, "duplicate": 0}
+    for draw in range(1500):
         composition = training_composition(rng)
         scene = layout(composition, rng, allowed)
-        edited = training.scene_mismatch(composition, scene, rng)
+        edit_set = training.SCENE_EDIT_SETS["duplicates" if draw % 2 else "base"]
+        edited = training.scene_mismatch(composition, scene, rng, edit_set)
         if edited is not None:
             edits["scene"] += 1
             assert edited != scene
+            kinds = {(o.shape, o.colour) for o in edited.objects}
+            if len(kinds) == 1 and len(edited.objects) == len(scene.objects) == 2:
+                # A duplicated object: the caption's other shape is gone from the scene.
+                edits["duplicate"] += 1
+                assert {s.shape for s in composition.objects} - {o.shape for o in edited.objects}
             for placed in edited.objects:
                 assert (placed.colour, placed.shape) not in HELD_OUT_PAIRS
         changed = training.caption_mismatch(composition, rng)
@@ -198,7 +204,7 @@ def test_the_judges_mismatches_stay_inside_the_training_split():
             if read.relation:
                 triple = (read.objects[0].shape, read.relation, read.objects[1].shape)
                 assert triple not in HELD_OUT_RELATIONS
-    assert edits["scene"] > 1000 and edits["caption"] > 1000
+    assert edits["scene"] > 1000 and edits["caption"] > 1000 and edits["duplicate"] > 50
 
 
 def test_judge_training_logs_resumes_and_writes_a_judge_the_runtime_loads(tmp_path):
@@ -278,6 +284,44 @@ def test_the_repainted_share_is_the_generators_redraw_of_the_same_scenes():
         assert same.float().mean() > 0.5
         assert drift[same].mean() < 0.02, (scene, float(drift[same].mean()))
     assert training.repaint_share(batch, 0.0, painter, torch.Generator()) == []
+
+
+def test_generated_pairs_are_the_folders_images_of_a_caption_and_its_edit(plain_tiny,
+                                                                          tmp_path):
+    from transformers import AutoTokenizer
+
+    from models.tiny import judge as training
+
+    pairs = training.GeneratedPairs.draw(plain_tiny, 3, seed=7)
+    assert len(pairs) == 3 and pairs.images.shape == (6, 3, 256, 256)
+    assert pairs.images.dtype == torch.uint8
+    for first, second in zip(pairs.captions[:3], pairs.captions[3:], strict=True):
+        # Each edited caption says something else about the scene than its caption.
+        assert parse_prompt(first) != parse_prompt(second)
+    again = training.GeneratedPairs.draw(plain_tiny, 3, seed=7)
+    assert again.captions == pairs.captions and torch.equal(again.images, pairs.images)
+    pairs.save(tmp_path / "pairs")
+    loaded = training.GeneratedPairs.load(tmp_path / "pairs")
+    assert loaded.captions == pairs.captions and torch.equal(loaded.images, pairs.images)
+
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED / "tokenizer")
+    config = JudgeConfig(vocab_size=len(tokenizer))
+    batch = training.draw_batch(4, random.Random(5), tokenizer, config)
+    rendered, tokens = batch.images.clone(), batch.tokens.clone()
+    rows = training.generated_share(batch, 0.5, pairs, random.Random(1), tokenizer, config)
+    assert rows == [0, 1, 4, 5]
+    assert torch.equal(batch.images[[2, 3, 6, 7]], rendered[[2, 3, 6, 7]])
+    assert torch.equal(batch.tokens[[2, 3, 6, 7]], tokens[[2, 3, 6, 7]])
+    for row in (0, 1):
+        # The image of a caption and the image of its edit, each with its own caption.
+        index = next(i for i in range(3) if torch.allclose(
+            batch.images[row], torch.nn.functional.interpolate(
+                pairs.images[i:i + 1].float() / 255, size=(128, 128), mode="bilinear",
+                antialias=True, align_corners=False)[0]))
+        ids, _ = tokenize(tokenizer, [pairs.captions[index], pairs.captions[3 + index]],
+                          config.max_tokens)
+        assert torch.equal(batch.tokens[row], ids[0]) and torch.equal(batch.tokens[row + 4], ids[1])
+    assert training.generated_share(batch, 0.0, pairs, random.Random(1), tokenizer, config) == []
 
 
 def test_the_judge_command_runs_its_stages_in_order_and_writes_the_folders_judge(
