@@ -610,8 +610,8 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
     if recipe.generated_pairs > 0:
         stored = (checkpoints or Path("runs/judge")) / "generated-pairs"
         if stored.with_suffix(".json").is_file():
-            pairs = GeneratedPairs.load(stored)
-        else:
+            pairs = GeneratedPairs.load(stored)  # drawn by this stage before it was stopped
+        if pairs is None or len(pairs) != recipe.generated_pairs:
             pairs = GeneratedPairs.draw(folder, recipe.generated_pairs, recipe.seed)
             pairs.save(stored)
     heads = (CellHead(config.width), GroundingHead(config.width))
