@@ -284,6 +284,18 @@ def draw_batch(size: int, rng: random.Random, tokenizer, config: JudgeConfig,
                  nouns=noun_labels(tokenizer, ids[:size], kept), scenes=scenes + edited)
 
 
+def _as_saved(decoded: torch.Tensor) -> torch.Tensor:
+    """A decoder's output in [-1, 1] as [0, 1] pixels rounded to 8 bits, as the runtime saves
+    images."""
+    return ((decoded.clamp(-1, 1) + 1) / 2 * 255).round() / 255
+
+
+def _put(batch: Batch, rows: list[int], images: torch.Tensor) -> None:
+    """Write `images` ([0, 1], any size) into `batch.images[rows]` at the batch's size."""
+    batch.images[rows] = F.interpolate(images, size=batch.images.shape[-2:], mode="bilinear",
+                                       antialias=True, align_corners=False)
+
+
 @torch.no_grad()
 def decode_share(batch: Batch, share: float, autoencoder, size: int) -> list[int]:
     """Replace the images of the first `share` of the examples (both scenes of each) with
@@ -294,10 +306,8 @@ def decode_share(batch: Batch, share: float, autoencoder, size: int) -> list[int
         return []
     rows = [*range(count), *range(half, half + count)]
     images = render_batch([batch.scenes[i] for i in rows], size)
-    out = autoencoder.decode(autoencoder.encode(images * 2 - 1).latent).sample.float()
-    out = ((out.clamp(-1, 1) + 1) / 2 * 255).round() / 255  # as the runtime saves it
-    batch.images[rows] = F.interpolate(out, size=batch.images.shape[-2:], mode="bilinear",
-                                       antialias=True, align_corners=False)
+    _put(batch, rows, _as_saved(
+        autoencoder.decode(autoencoder.encode(images * 2 - 1).latent).sample.float()))
     return rows
 
 
@@ -343,8 +353,7 @@ class Repainter:
             if velocity.shape[1] == 2 * x.shape[1]:
                 velocity = velocity.chunk(2, dim=1)[0]
             x = x + (after - now)[:, None, None, None] * velocity
-        out = self.autoencoder.decode(x / self.scale).sample.float()
-        return ((out.clamp(-1, 1) + 1) / 2 * 255).round() / 255  # as the runtime saves it
+        return _as_saved(self.autoencoder.decode(x / self.scale).sample.float())
 
 
 @torch.no_grad()
@@ -357,9 +366,8 @@ def repaint_share(batch: Batch, share: float, painter: Repainter | None,
     if count == 0 or painter is None or batch.scenes is None:
         return []
     rows = [*range(half - count, half), *range(2 * half - count, 2 * half)]
-    out = painter(render_batch([batch.scenes[i] for i in rows], painter.size), generator)
-    batch.images[rows] = F.interpolate(out, size=batch.images.shape[-2:], mode="bilinear",
-                                       antialias=True, align_corners=False)
+    _put(batch, rows, painter(render_batch([batch.scenes[i] for i in rows], painter.size),
+                              generator))
     return rows
 
 
@@ -426,9 +434,7 @@ def generated_share(batch: Batch, share: float, pairs: GeneratedPairs | None,
     chosen = [rng.randrange(len(pairs)) for _ in range(count)]
     rows = [*range(count), *range(half, half + count)]
     picks = [*chosen, *(len(pairs) + i for i in chosen)]
-    images = pairs.images[picks].float() / 255
-    batch.images[rows] = F.interpolate(images, size=batch.images.shape[-2:], mode="bilinear",
-                                       antialias=True, align_corners=False)
+    _put(batch, rows, pairs.images[picks].float() / 255)
     ids, mask = tokenize(tokenizer, [pairs.captions[i] for i in picks], config.max_tokens)
     batch.tokens[rows], batch.mask[rows] = ids, mask
     return rows
