@@ -58,22 +58,6 @@ class ContrastRule:
 
 
 @dataclass(frozen=True)
-class LayoutSettings:
-    """Regional prompting from a planner (runtime/regions.py): `planner` names the one that
-    writes the plans (runtime.regions.PLANNERS); an image token reads a region's text when its
-    cell lies in the region's box grown by `margin` cells. The prediction with the regions is
-    `plain + scale * (regional - plain)` at the noise levels in `interval` (layout guidance, as
-    classifier-free guidance scales the prompt's difference), the regional one elsewhere."""
-
-    planner: str
-    margin: float = 1.0
-    # At noise levels in `interval`, the difference the regions make to the prediction is
-    # scaled by `scale` (1: the regional prediction as it is; it costs a second pass there).
-    scale: float = 1.0
-    interval: tuple[float, float] = FULL_INTERVAL
-
-
-@dataclass(frozen=True)
 class ContrastGuidance:
     """Steer the steps at some noise levels away from a rewritten prompt.
 
@@ -128,9 +112,6 @@ class Family:
     # linea.json's `candidates`: images drawn per image asked for, the best kept by the
     # folder's prompt judge (judge/, runtime/judge.py); 1 draws one and needs no judge.
     candidates: int = 1
-    # linea.json's `layout`: a planner gives each object of a prompt its own region of the image
-    # (runtime/regions.py), for flow-sampled models that ask for it.
-    layout: LayoutSettings | None = None
 
 
 SANA = Family(
@@ -292,45 +273,6 @@ def contrast_json(contrast: ContrastGuidance) -> dict[str, Any]:
                       for rule in contrast.rules]}
 
 
-KNOWN_PLANNERS = ("shapes-world",)  # runtime.regions.PLANNERS names the same
-
-
-def _number(value: Any, low: float, high: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        return None
-    return float(value)
-
-
-def layout_settings(value: Any) -> LayoutSettings:
-    """linea.json's `layout`: {"planner": one of KNOWN_PLANNERS, optionally "margin": cells
-    from 0 to 4, "scale": from 0 to 20, "interval": [low, high] noise levels}."""
-    form = (f'layout must be {{"planner": one of {", ".join(KNOWN_PLANNERS)}, optionally '
-            f'"margin": image-token cells from 0 to 4, "scale": a number from 0 to 20, '
-            f'"interval": [low, high] noise levels with 0 <= low < high <= 1}}')
-    keys = {"planner", "margin", "scale", "interval"}
-    if not isinstance(value, dict) or "planner" not in value or set(value) - keys:
-        raise ValueError(f"{form}, not {value!r}")
-    if value["planner"] not in KNOWN_PLANNERS:
-        raise ValueError(f"{form}; its planner is {value['planner']!r}")
-    margin = _number(value.get("margin", 1.0), 0.0, 4.0)
-    if margin is None:
-        raise ValueError(f"{form}; its margin is {value['margin']!r}")
-    scale = _number(value.get("scale", 1.0), 0.0, 20.0)
-    if scale is None:
-        raise ValueError(f"{form}; its scale is {value['scale']!r}")
-    try:
-        interval = guidance_interval(value.get("interval", list(FULL_INTERVAL)))
-    except ValueError:
-        raise ValueError(f"{form}; its interval is {value['interval']!r}") from None
-    return LayoutSettings(value["planner"], margin, scale, interval)
-
-
-def layout_json(layout: LayoutSettings) -> dict[str, Any]:
-    """`layout` as linea.json writes it (read back by `layout_settings`)."""
-    return {"planner": layout.planner, "margin": layout.margin, "scale": layout.scale,
-            "interval": [float(v) for v in layout.interval]}
-
-
 MAX_CANDIDATES = 8
 
 
@@ -361,11 +303,6 @@ def family_with_overrides(family: Family, overrides: dict[str, Any]) -> Family:
         fields["contrast"] = contrast_guidance(overrides["contrast_guidance"])
     if "candidates" in overrides:
         fields["candidates"] = candidate_count(overrides["candidates"])
-    if "layout" in overrides:
-        if not set(family.samplers) <= set(FLOW_SAMPLERS):
-            raise ValueError(f"layout applies to flow-sampled models; a {family.label} model is "
-                             f"not one, so remove the entry")
-        fields["layout"] = layout_settings(overrides["layout"])
     if "family" in overrides:
         fields["key"] = str(overrides["family"])
         fields["label"] = str(overrides.get("label", overrides["family"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import time
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 
 from models.families import FLOW_SAMPLERS, FULL_INTERVAL
-from runtime import loader, regions
+from runtime import loader
 from runtime import request as req
 from runtime.catalog import ModelInfo, identify
 from runtime.control import controlled_forward, encode_control, read_control_image
@@ -47,9 +46,6 @@ class GenerationResult:
     # every candidate, in candidate_seeds order, and which one was kept.
     candidate_scores: list[tuple[float, ...]] = field(default_factory=list)
     chosen: list[int] = field(default_factory=list)
-    # For each image, when the model's layout planner planned the request: the regions its
-    # objects were given (empty when that image's objects did not fit a plan).
-    layouts: tuple[tuple[regions.Region, ...], ...] | None = None
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -76,7 +72,6 @@ class GenerationResult:
             "guidance_interval": list(self.model.family.guidance_interval),
             **self._contrast_record(),
             **self._candidate_record(index),
-            **self._layout_record(index),
             "seed": seed, "width": resolved.width, "height": resolved.height,
             "model": self.model.name, "family": self.model.family.key,
             "precision": self.precision, "plan": self.plan.value, "device": self.device,
@@ -89,13 +84,6 @@ class GenerationResult:
             return {"candidates": 1}
         return {"candidates": self.resolved.candidates, "chosen_candidate": self.chosen[index],
                 "candidate_scores": [round(v, 3) for v in self.candidate_scores[index]]}
-
-    def _layout_record(self, index: int) -> dict[str, Any]:
-        """The regions the layout planner gave this image's objects (nothing when unplanned)."""
-        if self.layouts is None or index >= len(self.layouts) or not self.layouts[index]:
-            return {}
-        return {"layout": [region.to_dict() for region in self.layouts[index]],
-                "layout_planner": self.model.family.layout.planner}
 
     def _contrast_record(self) -> dict[str, Any]:
         """What contrast guidance steered this image away from (nothing when it did not)."""
@@ -266,13 +254,6 @@ class Engine:
         contrast = (family.contrast.contrast(prompt)
                     if family.contrast is not None and sampler.value in FLOW_SAMPLERS else None)
         candidates = request.candidates if request.candidates is not None else family.candidates
-        if request.layout and family.layout is None:
-            raise req.RequestError(
-                f"The model {self.model.name} has no layout planner, so it cannot plan where "
-                f"objects go.", "Leave the layout setting out, or pick the Linea Tiny model.")
-        # A sketch sets the layout itself; the planner stands aside for it.
-        layout = (family.layout is not None and request.layout is not False
-                  and sampler.value in FLOW_SAMPLERS and not request.control_image)
         if candidates > 1 and not self.model.judge:
             raise req.RequestError(
                 f"The model {self.model.name} has no prompt judge, so it cannot pick the best of "
@@ -282,7 +263,7 @@ class Engine:
                                bool(chi), req.image_seeds(request.seed, request.count),
                                contrast_prompt=contrast[0] if contrast else None,
                                contrast_scale=contrast[1] if contrast else 0.0,
-                               candidates=candidates, layout=layout)
+                               candidates=candidates)
 
     def encode(self, text: str, use_instruction: bool, select: bool,
                on_event: EventHandler = ignore_events) -> PromptEmbedding:
@@ -355,20 +336,10 @@ class Engine:
         positive = self.encode(resolved.prompt, resolved.complex_human_instruction, True, on_event)
         negative = (self.encode(resolved.request.negative_prompt, False, False, on_event)
                     if uses_cfg else None)
-        seeds = [s for seed in resolved.seeds
-                 for s in req.candidate_seeds(seed, resolved.candidates)]
-        plans = self._plans(resolved, seeds)
-        regional = None
-        if plans is not None:
-            resolved = dataclasses.replace(resolved, contrast_prompt=None, contrast_scale=0.0)
-            texts = regions.region_texts(plans)
-            regional = (plans, texts, [self.encode(t, resolved.complex_human_instruction, True,
-                                                   on_event) for t in texts])
-        # Encoded as the prompt is, so the two differ only by the rewritten words. A planned
-        # layout places each object itself; contrast guidance stands aside for it.
+        # Encoded as the prompt is, so the two differ only by the rewritten words.
         contrast = (self.encode(resolved.contrast_prompt, resolved.complex_human_instruction,
                                 True, on_event)
-                    if resolved.contrast_prompt is not None and plans is None else None)
+                    if resolved.contrast_prompt is not None else None)
         if self.plan.releases_encoder:
             self._release_text_encoder()
         self._sync()
@@ -376,8 +347,10 @@ class Engine:
         warnings = self._truncation_warnings(positive, negative)
 
         mark = time.perf_counter()
+        seeds = [s for seed in resolved.seeds
+                 for s in req.candidate_seeds(seed, resolved.candidates)]
         latents = self._denoise(resolved, positive, negative, on_event, cancel, previews,
-                                contrast, seeds, regional)
+                                contrast, seeds)
         self._sync()
         timings["denoise_s"] = time.perf_counter() - mark
         if not torch.isfinite(latents).all():
@@ -400,25 +373,9 @@ class Engine:
             latents = latents[[i * step + k for i, k in enumerate(chosen)]]
             timings["judge_s"] = time.perf_counter() - mark
         timings["total_s"] = time.perf_counter() - start
-        kept = ([plans[i * resolved.candidates + k] for i, k in enumerate(chosen)]
-                if plans is not None and chosen else plans)
         return GenerationResult(images, resolved, self.model, self.plan,
                                 self.device_info.summary(), self.precision.describe(), timings,
-                                warnings, latents.cpu(), scores, chosen,
-                                tuple(kept) if kept is not None else None)
-
-    def _plans(self, resolved: ResolvedRequest,
-               seeds: list[int]) -> list[tuple[regions.Region, ...]] | None:
-        """The layout planner's plan for each seed's image; None when the request is not
-        planned or the planner has no plan for the prompt (then it is drawn from the prompt
-        alone). A seed whose objects do not fit gets an empty plan."""
-        if not resolved.layout:
-            return None
-        planner = regions.planner(self.family.layout.planner)
-        plans = [planner(resolved.prompt, seed) for seed in seeds]
-        if all(plan is None or not plan for plan in plans):
-            return None
-        return [plan or () for plan in plans]
+                                warnings, latents.cpu(), scores, chosen)
 
     def _judge(self, prompt: str, images: list[Image.Image],
                candidates: int) -> tuple[list[tuple[float, ...]], list[int]]:
@@ -460,9 +417,7 @@ class Engine:
     def _denoise(self, resolved: ResolvedRequest, positive: PromptEmbedding,
                  negative: PromptEmbedding | None, on_event: EventHandler, cancel: CancelToken,
                  previews: bool, contrast: PromptEmbedding | None = None,
-                 seeds: list[int] | None = None,
-                 regional: tuple[list[tuple[regions.Region, ...]], list[str],
-                                 list[PromptEmbedding]] | None = None) -> torch.Tensor:
+                 seeds: list[int] | None = None) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
 
         parts = self._parts
@@ -470,24 +425,15 @@ class Engine:
         seeds = list(resolved.seeds) if seeds is None else seeds
         count = len(seeds)
         dtype = transformer.dtype
-        scale = self._latent_scale()
         embeds = positive.embeds.expand(count, -1, -1)
         mask = positive.mask.expand(count, -1)
-        # The prompt alone, for layout guidance's plain prediction.
-        plain = {"encoder_hidden_states": embeds.to(device=self.device, dtype=dtype),
-                 "encoder_attention_mask": mask.to(self.device)}
-        if regional is None:
-            if negative is not None:
-                embeds = torch.cat([negative.embeds.expand(count, -1, -1), embeds])
-                mask = torch.cat([negative.mask.expand(count, -1), mask])
-        else:
-            patch = int(transformer.config.get("patch_size", 1) or 1)
-            embeds, mask = self._regional_inputs(
-                positive, negative, *regional, resolved.height // scale // patch,
-                resolved.width // scale // patch, dtype)
+        if negative is not None:
+            embeds = torch.cat([negative.embeds.expand(count, -1, -1), embeds])
+            mask = torch.cat([negative.mask.expand(count, -1), mask])
         embeds = embeds.to(device=self.device, dtype=dtype)
         mask = mask.to(self.device)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        scale = self._latent_scale()
         shape = (count, transformer.config.in_channels,
                  resolved.height // scale, resolved.width // scale)
         latents = randn_tensor(shape, generator=generators, device=self.device,
@@ -496,8 +442,6 @@ class Engine:
         forward = self._denoiser_forward(transformer)
         paired = negative is not None or contrast is not None
         extra = self._control_inputs(resolved, count * (2 if paired else 1))
-        extra_positive = {k: v[-count:] if v.dim() and v.shape[0] == 2 * count else v
-                          for k, v in extra.items()}
 
         inputs = {"encoder_hidden_states": embeds, "encoder_attention_mask": mask, **extra}
         # An unguided step (outside the model's guidance interval) takes the positive half alone.
@@ -531,14 +475,6 @@ class Engine:
         def away(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
             return run(contrasted, x, t, g)
 
-        def laid_out(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-            """`denoiser` with the regions' difference to the prompt alone scaled (the
-            positive half; a negative half stays as it is)."""
-            out = denoiser(x, t, g)
-            alone = run({**plain, **extra_positive}, x[-count:], t[-count:], g)
-            cond = alone + self.family.layout.scale * (out[-count:] - alone)
-            return torch.cat([out[:-count], cond]) if x.shape[0] > count else cond
-
         def on_step(step: int, total: int, estimate) -> None:
             preview = None
             if previews:
@@ -563,47 +499,20 @@ class Engine:
                 shift = float(scheduler.config.get("flow_shift", 3.0) or 3.0)
                 scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
             rule = self.family.contrast
-            guided_layout = regional is not None and self.family.layout.scale != 1.0
             settings = FlowSettings(resolved.steps, resolved.guidance_scale
                                     if self.family.uses_cfg else 1.0,
                                     float(transformer.config.get("timestep_scale", 1.0)),
                                     self.family.guidance_interval,
                                     resolved.contrast_scale if contrasted is not None else 0.0,
-                                    rule.interval if rule else FULL_INTERVAL,
-                                    self.family.layout.interval if guided_layout else None)
+                                    rule.interval if rule else FULL_INTERVAL)
             result = flow_sample(denoiser, scheduler, latents, settings, generators, on_step,
-                                 away if contrasted is not None else None,
-                                 laid_out if guided_layout else None)
+                                 away if contrasted is not None else None)
         if self.plan is MemoryPlan.CPU_OFFLOAD:
             parts.transformer = transformer.to("cpu")
             if parts.controlnet is not None:
                 parts.controlnet = parts.controlnet.to("cpu")
             self._free_memory()
         return result
-
-    def _regional_inputs(self, positive: PromptEmbedding, negative: PromptEmbedding | None,
-                         plans: list[tuple[regions.Region, ...]], texts: list[str],
-                         encoded: list[PromptEmbedding], rows: int, cols: int,
-                         dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The text sequence [prompt, each region's text] and, per image token, which of it
-        the token reads (runtime/regions.py), for every image (the negative half first)."""
-        count = len(plans)
-        embeds = torch.cat([positive.embeds, *(e.embeds for e in encoded)], dim=1)
-        allowed = regions.reading_mask(plans, texts, positive.mask[0],
-                                       torch.cat([e.mask for e in encoded]), rows, cols,
-                                       self.family.layout.margin)
-        embeds = embeds.expand(count, -1, -1)
-        if negative is not None:
-            # The negative prompt alone, in a sequence as long as the regional one.
-            length = embeds.shape[1]
-            padded = torch.zeros(1, length, embeds.shape[2], dtype=negative.embeds.dtype,
-                                 device=negative.embeds.device)
-            padded[:, :negative.embeds.shape[1]] = negative.embeds
-            reads = torch.zeros(count, rows * cols, length, dtype=torch.bool)
-            reads[:, :, :negative.mask.shape[1]] = negative.mask[0].bool().cpu()
-            embeds = torch.cat([padded.expand(count, -1, -1).to(embeds.dtype), embeds])
-            allowed = torch.cat([reads, allowed])
-        return embeds, regions.attention_bias(allowed, dtype)
 
     def _control_inputs(self, resolved: ResolvedRequest, batch: int) -> dict[str, torch.Tensor]:
         request = resolved.request

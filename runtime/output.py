@@ -62,9 +62,6 @@ def a1111_parameters(record: dict[str, Any]) -> str:
         # The seed alone would remake the first candidate elsewhere; say the judge picked.
         pairs.insert(-2, ("Best of", f"{record['candidates']} (prompt judge kept candidate "
                                      f"{record['chosen_candidate'] + 1})"))
-    if record.get("layout"):
-        # The seed alone would not remake a planned image elsewhere; say it was planned.
-        pairs.insert(-2, ("Layout", f"{len(record['layout'])} regions planned"))
     lines.append(", ".join(f"{key}: {value}" for key, value in pairs))
     return "\n".join(lines)
 

@@ -83,9 +83,6 @@ class GenerationRequest:
     # Images drawn per image asked for, the best kept by the model's prompt judge; None: the
     # model's own choice (linea.json), 1: no choosing.
     candidates: int | None = None
-    # Whether the model's layout planner (linea.json's `layout`) gives each object its own
-    # region of the image; None: whenever the model has one, False: the prompt alone.
-    layout: bool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
@@ -135,8 +132,6 @@ class ResolvedRequest:
     contrast_prompt: str | None = None
     contrast_scale: float = 0.0
     candidates: int = 1
-    # Whether the model's layout planner may plan this request's images (runtime/regions.py).
-    layout: bool = False
 
 
 def check_size(width: int, height: int, max_side: int) -> None:
@@ -182,9 +177,6 @@ def check_common(request: GenerationRequest) -> str:
     if request.guidance_scale is not None and not 0.0 <= request.guidance_scale <= 30.0:
         raise RequestError(f"The guidance scale {request.guidance_scale} is out of range.",
                            "Use a value between 0 and 30; 4.5 is typical.")
-    if request.layout is not None and not isinstance(request.layout, bool):
-        raise RequestError(f"The layout setting {request.layout!r} is not true or false.",
-                           "Leave it out to plan whenever the model can, or give true or false.")
     if request.candidates is not None:
         try:
             candidate_count(request.candidates)

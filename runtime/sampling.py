@@ -29,9 +29,6 @@ class FlowSettings:
     # that are not guided, steer away from a contrast prompt by this scale (0: never).
     contrast_scale: float = 0.0
     contrast_interval: tuple[float, float] = FULL_INTERVAL
-    # Layout guidance (runtime/regions.py): the noise levels whose steps take the `layout`
-    # denoiser, which scales the difference a planned layout makes.
-    layout_interval: tuple[float, float] | None = None
 
     @property
     def uses_cfg(self) -> bool:
@@ -41,12 +38,6 @@ class FlowSettings:
         low, high = self.guidance_interval
         return self.uses_cfg and low <= sigma <= high
 
-    def lays_out(self, sigma: float) -> bool:
-        if self.layout_interval is None:
-            return False
-        low, high = self.layout_interval
-        return low <= sigma <= high
-
     def contrasts(self, sigma: float) -> bool:
         low, high = self.contrast_interval
         return self.contrast_scale > 0 and not self.guides(sigma) and low <= sigma <= high
@@ -54,14 +45,11 @@ class FlowSettings:
 
 def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: FlowSettings,
                 generator: list[torch.Generator], on_step: StepHook,
-                contrast: Denoiser | None = None,
-                layout: Denoiser | None = None) -> torch.Tensor:
+                contrast: Denoiser | None = None) -> torch.Tensor:
     """Flow matching with classifier-free guidance (Flow-DPM-Solver or Flow-Euler).
 
     `contrast`, when given, denoises (contrast prompt, prompt) pairs like `denoiser` does
-    (negative, prompt) pairs; the steps `settings.contrasts` names are steered away from it.
-    `layout`, when given, takes the place of `denoiser` (same inputs and outputs) at the steps
-    `settings.lays_out` names."""
+    (negative, prompt) pairs; the steps `settings.contrasts` names are steered away from it."""
     scheduler.set_timesteps(settings.steps, device=latents.device)
     timesteps = scheduler.timesteps
     step_kwargs = {"generator": generator} if _accepts(scheduler, "generator") else {}
@@ -71,12 +59,11 @@ def flow_sample(denoiser: Denoiser, scheduler, latents: torch.Tensor, settings: 
         sigma = float(t) / train_steps
         guided = settings.guides(sigma)
         contrasted = contrast is not None and settings.contrasts(sigma)
-        base = layout if layout is not None and settings.lays_out(sigma) else denoiser
         # Unguided steps pass the latents alone: the denoiser then reads the conditional half
         # of its (negative, positive) inputs.
         model_input = torch.cat([latents] * 2) if guided or contrasted else latents
         timestep = t.expand(model_input.shape[0]) * settings.timestep_scale
-        velocity = (contrast if contrasted else base)(model_input, timestep, None).float()
+        velocity = (contrast if contrasted else denoiser)(model_input, timestep, None).float()
         if guided:
             uncond, cond = velocity.chunk(2)
             velocity = uncond + settings.guidance_scale * (cond - uncond)

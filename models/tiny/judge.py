@@ -399,8 +399,7 @@ class GeneratedPairs:
             second.append(caption(changed, rng))
         pipe = SanaPipeline.from_pretrained(folder, torch_dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
-        sampler = dataclasses.replace(quality.Sampler.of_folder(folder), candidates=1,
-                                      layout=None)
+        sampler = dataclasses.replace(quality.Sampler.of_folder(folder), candidates=1)
         captions = first + second
         seeds = [seed * 1_000_003 + i for i in range(len(captions))]
         images = quality.generate(pipe, captions, seeds, sampler)

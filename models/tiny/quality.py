@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.families import FULL_INTERVAL, ContrastGuidance, LayoutSettings
+from models.families import FULL_INTERVAL, ContrastGuidance
 from models.tiny.build import NATIVE_SIZE
 from models.tiny.captions import caption
 from models.tiny.evaluator import Verdict, check, summarise
@@ -35,8 +35,6 @@ class Sampler:
     contrast: ContrastGuidance | None = None
     # Images drawn per prompt, the best kept by the folder's prompt judge (runtime only).
     candidates: int = 1
-    # Regional prompting from the folder's layout planner (linea.json's `layout`; runtime only).
-    layout: LayoutSettings | None = None
 
     @classmethod
     def of_folder(cls, folder) -> Sampler:
@@ -46,8 +44,7 @@ class Sampler:
 
         family = identify(folder).family
         return cls(int(family.default_steps), float(family.default_guidance),
-                   tuple(family.guidance_interval), family.contrast, family.candidates,
-                   family.layout)
+                   tuple(family.guidance_interval), family.contrast, family.candidates)
 
 
 def subset_indices(prompts: list[tuple[str, Composition]], per_category: int) -> list[int]:
@@ -96,15 +93,8 @@ def generate(
             raise ValueError(f"the engine's model has contrast guidance {pipe.family.contrast}, "
                              f"the sampler asks for {sampler.contrast}: write it into the "
                              f"folder's linea.json")
-        if pipe.family.layout != sampler.layout:
-            raise ValueError(f"the engine's model plans layouts with {pipe.family.layout}, the "
-                             f"sampler asks for {sampler.layout}: write it into the folder's "
-                             f"linea.json")
         return [_through_runtime(pipe, prompt, seed, sampler, size)
                 for prompt, seed in zip(prompts, seeds, strict=True)]
-    if sampler.layout is not None:
-        raise ValueError("the sampler plans layouts, which only the runtime's engine does: pass "
-                         "an Engine, or a sampler with layout=None")
     if sampler.candidates > 1:
         raise ValueError(f"the sampler picks among {sampler.candidates} candidates, which only "
                          f"the runtime's engine does (it loads the folder's judge): pass an "
