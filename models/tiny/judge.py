@@ -290,6 +290,15 @@ def _as_saved(decoded: torch.Tensor) -> torch.Tensor:
     return ((decoded.clamp(-1, 1) + 1) / 2 * 255).round() / 255
 
 
+def _share_rows(batch: Batch, share: float, last: bool = False) -> list[int]:
+    """The rows of the first (or `last`) `share` of the batch's examples: each example's scene
+    and its edited copy."""
+    half = batch.images.shape[0] // 2
+    count = round(share * half)
+    first = half - count if last else 0
+    return [*range(first, first + count), *range(half + first, half + first + count)]
+
+
 def _put(batch: Batch, rows: list[int], images: torch.Tensor) -> None:
     """Write `images` ([0, 1], any size) into `batch.images[rows]` at the batch's size."""
     batch.images[rows] = F.interpolate(images, size=batch.images.shape[-2:], mode="bilinear",
@@ -300,11 +309,9 @@ def _put(batch: Batch, rows: list[int], images: torch.Tensor) -> None:
 def decode_share(batch: Batch, share: float, autoencoder, size: int) -> list[int]:
     """Replace the images of the first `share` of the examples (both scenes of each) with
     their round trip through `autoencoder` at `size` pixels; returns the rows replaced."""
-    half = batch.images.shape[0] // 2
-    count = round(share * half)
-    if count == 0 or autoencoder is None or batch.scenes is None:
+    rows = _share_rows(batch, share)
+    if not rows or autoencoder is None or batch.scenes is None:
         return []
-    rows = [*range(count), *range(half, half + count)]
     images = render_batch([batch.scenes[i] for i in rows], size)
     _put(batch, rows, _as_saved(
         autoencoder.decode(autoencoder.encode(images * 2 - 1).latent).sample.float()))
@@ -361,11 +368,9 @@ def repaint_share(batch: Batch, share: float, painter: Repainter | None,
                   generator: torch.Generator) -> list[int]:
     """Replace the images of the last `share` of the examples (both scenes of each) with their
     repainting by `painter`; returns the rows replaced."""
-    half = batch.images.shape[0] // 2
-    count = round(share * half)
-    if count == 0 or painter is None or batch.scenes is None:
+    rows = _share_rows(batch, share, last=True)
+    if not rows or painter is None or batch.scenes is None:
         return []
-    rows = [*range(half - count, half), *range(2 * half - count, 2 * half)]
     _put(batch, rows, painter(render_batch([batch.scenes[i] for i in rows], painter.size),
                               generator))
     return rows
@@ -427,12 +432,10 @@ def generated_share(batch: Batch, share: float, pairs: GeneratedPairs | None,
                     rng: random.Random, tokenizer, config: JudgeConfig) -> list[int]:
     """Replace the first `share` of the examples (both images and both captions of each) with
     generated pairs drawn by `rng`; returns the rows replaced."""
-    half = batch.images.shape[0] // 2
-    count = round(share * half)
-    if count == 0 or pairs is None:
+    rows = _share_rows(batch, share)
+    if not rows or pairs is None:
         return []
-    chosen = [rng.randrange(len(pairs)) for _ in range(count)]
-    rows = [*range(count), *range(half, half + count)]
+    chosen = [rng.randrange(len(pairs)) for _ in range(len(rows) // 2)]
     picks = [*chosen, *(len(pairs) + i for i in chosen)]
     _put(batch, rows, pairs.images[picks].float() / 255)
     ids, mask = tokenize(tokenizer, [pairs.captions[i] for i in picks], config.max_tokens)
@@ -614,12 +617,15 @@ def train(folder: Path, recipe: JudgeRecipe, log_path: Path | None = None,
         painter = Repainter(folder, recipe.repaint_noise, recipe.repaint_steps)
     pairs = None
     if recipe.generated_pairs > 0:
-        stored = (checkpoints or Path("runs/judge")) / "generated-pairs"
-        if stored.with_suffix(".json").is_file():
+        # Kept beside the stage's checkpoint, so a resumed run does not draw them again; a run
+        # without a checkpoint folder draws them and keeps them nowhere.
+        stored = checkpoints / "generated-pairs" if checkpoints is not None else None
+        if stored is not None and stored.with_suffix(".json").is_file():
             pairs = GeneratedPairs.load(stored)  # drawn by this stage before it was stopped
         if pairs is None or len(pairs) != recipe.generated_pairs:
             pairs = GeneratedPairs.draw(folder, recipe.generated_pairs, recipe.seed)
-            pairs.save(stored)
+            if stored is not None:
+                pairs.save(stored)
     heads = (CellHead(config.width), GroundingHead(config.width))
     optimizer = torch.optim.AdamW([*judge.parameters(), *heads[0].parameters(),
                                    *heads[1].parameters()], lr=recipe.lr,
